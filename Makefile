@@ -1,0 +1,49 @@
+# QMedSAM: every install and build step lives here (CI runs `.ci/run` -> `make test` on a clean clone).
+SHELL := /bin/bash
+PY_BOOT ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
+
+MODELS ?= models
+CKPT ?=
+CALIB ?= 96
+OUT ?= out
+
+.PHONY: setup weights samples demo test test-fast export export-fp32 bench-model clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-train.txt pyproject.toml
+	$(PY_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-train.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@! $(PY) -m pip list 2>/dev/null | grep -Ei '^(timm|torchvision) ' || (echo "timm/torchvision must not be installed" && false)
+	touch $@
+
+weights: $(STAMP)
+	$(PY) -m training.weights
+
+samples: $(STAMP)
+	$(PY) -m training.make_samples
+
+demo: $(STAMP)
+	$(PY) -m qmedsam.predict -i samples/inputs -o $(OUT)/demo --overlay $(OUT)/demo-overlays
+	@echo "segmentations in $(OUT)/demo, overlays in $(OUT)/demo-overlays"
+
+test: $(STAMP) weights
+	$(PY) -m pytest -q -ra
+
+export: $(STAMP) weights
+	$(PY) -m training.export --models $(MODELS) --calib $(CALIB) $(if $(CKPT),--ckpt $(CKPT))
+
+export-fp32: $(STAMP) weights
+	$(PY) -m training.export --models $(MODELS) --fp32
+
+bench-model: $(STAMP) export-fp32
+	$(PY) -m qmedsam.bench_model --models $(MODELS)
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,1 @@
+"""QMedSAM training tree: LiteMedSAM in float and Brevitas-quantized form, export, QAT."""

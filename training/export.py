@@ -1,0 +1,145 @@
+"""``make export`` / ``make export-fp32``: LiteMedSAM -> ONNX -> OpenVINO IR, with a manifest.
+
+int8: Brevitas QCDQ ONNX of the quantized encoder and decoder (from a QAT
+checkpoint with ``--ckpt``, else post-training quantization of the pretrained
+weights on real public slices), constant weight clips folded, converted with
+``openvino.convert_model`` and saved without fp16 compression.
+fp32: the same graphs in float (``MODELS/fp32``), for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+import onnx
+import openvino as ov
+import torch
+
+from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
+from training.model.quant_switch import QuantConfig
+from training.onnx_fold import fold_constant_clips
+from training.weights import DEFAULT_PATH, ensure_weights, sha256_of
+
+ENC_IO = (["image"], ["image_embedding"])
+DEC_IO = (["image_embedding", "boxes"], ["low_res_masks"])
+DEC_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}}
+OPSET = 17
+
+
+def example_inputs():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 256, 256)
+    emb = torch.randn(1, 256, 64, 64)
+    boxes = torch.tensor([[[30.0, 40.0, 150.0, 200.0]], [[10.0, 10.0, 60.0, 90.0]]])
+    return image, emb, boxes
+
+
+def onnx_to_ir(onnx_path: Path, xml_path: Path) -> None:
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+
+
+def export_float(model: LiteMedSAM, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    image, emb, boxes = example_inputs()
+    paths = {}
+    for name, module, args, io, dyn in (
+            ("encoder", model.image_encoder, (image,), ENC_IO, None),
+            ("decoder", model.decoder(), (emb, boxes), DEC_IO, DEC_DYNAMIC)):
+        onnx_path = out / f"{name}.onnx"
+        torch.onnx.export(module.eval(), args, str(onnx_path), input_names=io[0], output_names=io[1],
+                          dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+        onnx_to_ir(onnx_path, out / f"{name}.xml")
+        paths[name] = out / f"{name}.xml"
+    return paths
+
+
+def export_quant(model: LiteMedSAM, out: Path) -> dict[str, int]:
+    """QCDQ export of a calibrated/trained quantized model; returns folded clips per graph."""
+    from brevitas.export import export_onnx_qcdq
+
+    out.mkdir(parents=True, exist_ok=True)
+    image, emb, boxes = example_inputs()
+    folded = {}
+    for name, module, args, io, dyn in (
+            ("encoder", model.image_encoder, (image,), ENC_IO, None),
+            ("decoder", model.decoder(), (emb, boxes), DEC_IO, DEC_DYNAMIC)):
+        onnx_path = out / f"{name}.onnx"
+        export_onnx_qcdq(module.eval(), args=args, export_path=str(onnx_path), input_names=io[0],
+                         output_names=io[1], dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+        proto = onnx.load(str(onnx_path))
+        folded[name] = fold_constant_clips(proto)
+        onnx.save(proto, str(onnx_path))
+        onnx_to_ir(onnx_path, out / f"{name}.xml")
+    return folded
+
+
+def _file_records(folder: Path, names) -> dict:
+    return {n: {"sha256": sha256_of(folder / n), "bytes": (folder / n).stat().st_size}
+            for n in names if (folder / n).exists()}
+
+
+def _libraries() -> dict:
+    import brevitas
+
+    return {"torch": torch.__version__, "brevitas": brevitas.__version__,
+            "openvino": ov.__version__, "onnx": onnx.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def write_manifest(folder: Path, record: dict) -> None:
+    names = [f"{g}.{ext}" for g in ("encoder", "decoder") for ext in ("xml", "bin", "onnx")]
+    record = dict(record, files=_file_records(folder, names), libraries=_libraries(),
+                  created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    (folder / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
+    """A quantized model from a QAT checkpoint ({'model': state, 'float_layers': [...]})."""
+    from training.ptq import keep_float
+
+    blob = torch.load(str(ckpt), map_location="cpu", weights_only=False)
+    state = blob.get("model", blob)
+    model = LiteMedSAM(QuantConfig(enabled=True, weight_per_channel=blob.get("weight_per_channel", False)))
+    keep_float(model, blob.get("float_layers", []))
+    load_state(model, state)
+    return model.eval(), {"method": "qat", "qat_checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt)},
+                          "float_layers": blob.get("float_layers", []), "stages": blob.get("stages")}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--weights", type=Path, default=DEFAULT_PATH)
+    ap.add_argument("--ckpt", type=Path, help="QAT checkpoint (otherwise post-training quantization)")
+    ap.add_argument("--fp32", action="store_true", help="write float models to MODELS/fp32")
+    ap.add_argument("--calib", type=int, default=96, help="calibration slices for PTQ")
+    ap.add_argument("--target", type=float, default=0.08,
+                    help="PTQ: relative embedding error under which no more groups go back to float")
+    args = ap.parse_args(argv)
+    weights = ensure_weights(args.weights)
+    source = {"path": weights.name, "sha256": sha256_of(weights)}
+    if args.fp32:
+        out = args.models / "fp32"
+        export_float(build_lite_medsam(weights), out)
+        write_manifest(out, {"precision": "fp32", "source_checkpoint": source})
+        print(f"fp32 models in {out}")
+        return
+    if args.ckpt:
+        model, record = build_from_qat(args.ckpt)
+    else:
+        from training.ptq_recipe import post_training_quantize
+
+        model, record = post_training_quantize(weights, args.calib, args.target)
+    folded = export_quant(model, args.models)
+    write_manifest(args.models, dict(record, precision="int8", source_checkpoint=source,
+                                     onnx={"format": "Brevitas QCDQ", "opset": OPSET,
+                                           "constant_clips_folded": folded}))
+    print(f"int8 models in {args.models}")
+
+
+if __name__ == "__main__":
+    main()
