@@ -49,15 +49,20 @@ def stretch_to_uint8(values: np.ndarray, lo_pct=0.5, hi_pct=99.5) -> np.ndarray:
     return window_to_uint8(values, float(lo), float(max(hi, lo + 1)))
 
 
+def _display_order(xyz: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(xyz.transpose(2, 1, 0)[:, ::-1, ::-1])
+
+
 def ct_chest(window=CT_WINDOW) -> Labelled:
     import nrrd
 
     root = _files(SLICERIO, "slicerio/data/")
     hu, header = nrrd.read(str(root / "CTChest4.nrrd"))
     seg, _ = nrrd.read(str(root / "Segmentation.seg.nrrd"))
-    # nrrd arrays are (x, y, z); the challenge wants (z, y, x)
-    vol = window_to_uint8(hu.transpose(2, 1, 0), *window)
-    labels = np.ascontiguousarray(seg.transpose(2, 1, 0)).astype(np.uint8)
+    # nrrd arrays are (x, y, z) in LPS with negative x/y directions; the challenge wants
+    # (z, y, x), and radiological display puts anterior at the top, patient's right on the left
+    vol = window_to_uint8(_display_order(hu), *window)
+    labels = _display_order(seg).astype(np.uint8)
     dirs = np.abs(np.asarray(header["space directions"], dtype=float))
     sx, sy, sz = (float(np.linalg.norm(dirs[i])) for i in range(3))
     return Labelled("CT", np.ascontiguousarray(vol), labels, (sz, sy, sx))
@@ -91,7 +96,7 @@ def calibration_slices(limit: int | None = None) -> list[tuple[str, np.ndarray]]
     import nrrd
 
     root = _files(SLICERIO, "slicerio/data/")
-    hu = nrrd.read(str(root / "CTChest4.nrrd"))[0].transpose(2, 1, 0)
+    hu = _display_order(nrrd.read(str(root / "CTChest4.nrrd"))[0])
     groups: list[list[tuple[str, np.ndarray]]] = []
     for wname, win in (("wide", CT_WINDOW), ("lung", (-1350.0, 150.0)), ("soft", (-160.0, 240.0))):
         vol = window_to_uint8(hu, *win)

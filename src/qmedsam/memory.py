@@ -1,0 +1,52 @@
+"""Memory limits (cgroup v2/v1 or physical) and the decoder box-block size they allow."""
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+# Measured with `make bench-predict` (decoder working set per box incl. its logits).
+DECODER_BYTES_PER_BOX = 52 * 2**20   # ~51 MB/box measured for B = 1..32
+MAX_BLOCK = 16                       # larger blocks gain <10% per box (measured)
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def memory_limit(root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Bytes this process may use: the cgroup limit if set, else physical memory."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    candidates = [_read_int(root / "memory.max"),                       # cgroup v2
+                  _read_int(root / "memory" / "memory.limit_in_bytes")]  # cgroup v1
+    limits = [c for c in candidates if c and c < physical]
+    return min(limits) if limits else physical
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss_bytes() -> int:
+    try:
+        fields = Path("/proc/self/statm").read_text().split()
+        return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_rss_bytes()
+
+
+def auto_block_size(height: int, width: int, limit: int | None = None) -> int:
+    """Boxes per decoder call so that the decoder stays within a quarter of free memory.
+
+    The full-resolution label map and image are counted as already resident;
+    the per-box cost is the decoder's working set, not the image size, since
+    masks are pasted block by block over their positive windows only.
+    """
+    limit = memory_limit() if limit is None else limit
+    resident = current_rss_bytes() + 4 * height * width
+    budget = max(limit - resident, 0) // 4
+    return int(max(1, min(MAX_BLOCK, budget // DECODER_BYTES_PER_BOX)))

@@ -1,0 +1,164 @@
+"""Segmenting one case: 2D images, and 3D volumes in 'fixed' or 'propagate' mode."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qmedsam.cases import Case
+from qmedsam.embedding_store import EmbeddingStore
+from qmedsam.masks import paste_mask
+from qmedsam.plan3d import fixed_plan, propagation_plan
+from qmedsam.preprocess import MODEL_SIZE, Geometry, boxes_to_model, image_to_tensor
+
+PROPAGATION_MARGIN = 3          # px in 256-space, as the baseline
+
+
+@dataclass
+class Options:
+    max_boxes: int = 16
+    mode_3d: str = "fixed"
+    store_budget: int = 512 * 2**20
+    overlap: bool = True
+
+
+@dataclass
+class Stats:
+    slices_encoded: int = 0
+    decoder_calls: int = 0
+    encoded: list[int] = field(default_factory=list)
+
+
+def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats):
+    """Decode boxes in blocks of at most ``max_boxes``; paste each block before the next."""
+    new_h, new_w = geo.resized
+    logits_out = []
+    for s in range(0, len(boxes256), opts.max_boxes):
+        logits = engine.decode(emb, boxes256[s:s + opts.max_boxes])
+        stats.decoder_calls += 1
+        for k in range(logits.shape[0]):
+            crop = logits[k, 0, :new_h, :new_w]
+            paste_mask(seg2d, crop, int(labels[s + k]))
+            logits_out.append(crop)
+    return logits_out
+
+
+def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
+    seg = np.zeros(case.label_shape, dtype=case.label_dtype)
+    if len(case.boxes) == 0:
+        return seg
+    tensor, geo = image_to_tensor(case.image)
+    emb = engine.encode(tensor)
+    stats.slices_encoded += 1
+    _decode_and_paste(engine, emb, boxes_to_model(case.boxes, geo), np.arange(1, len(case.boxes) + 1),
+                      seg, geo, opts, stats)
+    return seg
+
+
+def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats):
+    """Yield (z, embedding) for slices ``zs`` in order; with ``overlap`` the next slice is
+    encoded while the caller decodes the current one."""
+    zs = list(zs)
+
+    def start(z):
+        return engine.start_encode(image_to_tensor(volume[z])[0])
+
+    pending = start(zs[0]) if zs else None
+    for i, z in enumerate(zs):
+        emb = engine.finish_encode(pending)
+        more = i + 1 < len(zs)
+        if overlap and more:
+            pending = start(zs[i + 1])
+        stats.slices_encoded += 1
+        stats.encoded.append(z)
+        yield z, emb
+        if not overlap and more:
+            pending = start(zs[i + 1])
+
+
+def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
+    seg = np.zeros(case.label_shape, dtype=case.label_dtype)
+    if len(case.boxes) == 0:
+        return seg
+    geo = Geometry(*case.image.shape[1:])
+    boxes256 = boxes_to_model(case.boxes[:, [0, 1, 3, 4]], geo)
+    plan = fixed_plan(case.boxes)
+    for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats):
+        idx = np.asarray(plan[z])
+        _decode_and_paste(engine, emb, boxes256[idx], idx + 1, seg[z], geo, opts, stats)
+    return seg
+
+
+def _prompt_from_logits(crop: np.ndarray) -> np.ndarray | None:
+    """Bounding box of a low-res mask in 256-space, widened by the margin; None if empty."""
+    pos = crop > 0
+    rows = np.flatnonzero(pos.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(pos.any(axis=0))
+    m = PROPAGATION_MARGIN
+    box = [cols[0] - m, rows[0] - m, cols[-1] + m, rows[-1] + m]
+    return np.clip(np.asarray(box, dtype=np.float32), 0, MODEL_SIZE)
+
+
+def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
+    """The baseline's propagation, with every slice encoded once.
+
+    Sweep up from each box's middle slice, keeping the embeddings that the
+    downward sweep will need (bounded store), then sweep down.  Each step's
+    prompt is the previous slice's low-res mask box widened by 3 px, or the
+    middle-slice box when that mask is empty.
+    """
+    seg = np.zeros(case.label_shape, dtype=case.label_dtype)
+    if len(case.boxes) == 0:
+        return seg
+    geo = Geometry(*case.image.shape[1:])
+    base = boxes_to_model(case.boxes[:, [0, 1, 3, 4]], geo)[:, 0]
+    plan = propagation_plan(case.boxes)
+    reused = plan.reused()
+    prompt_up = base.copy()
+    prompt_down = base.copy()
+    store = EmbeddingStore(opts.store_budget)
+    try:
+        def sweep(steps, prompts, keep):
+            for z, emb in steps:
+                if keep(z):
+                    store.put(z, emb)
+                idx = np.asarray(plan.up[z] if prompts is prompt_up else plan.down[z])
+                crops = _decode_and_paste(engine, emb, prompts[idx][:, None, :], idx + 1, seg[z], geo,
+                                          opts, stats)
+                for i, crop in zip(idx, crops):
+                    nxt = _prompt_from_logits(crop)
+                    prompts[i] = base[i] if nxt is None else nxt
+                    if prompts is prompt_up and z == plan.middle[i]:
+                        prompt_down[i] = prompts[i]     # the downward chain starts from the middle mask
+
+        sweep(_encoded_slices(engine, case.image, plan.up, opts.overlap, stats), prompt_up,
+              lambda z: z in reused)
+        fresh = [z for z in plan.down if z not in reused]
+        down_steps = _merge_descending(list(plan.down), store,
+                                       _encoded_slices(engine, case.image, fresh, opts.overlap, stats))
+        sweep(down_steps, prompt_down, lambda z: False)
+    finally:
+        store.close()
+    return seg
+
+
+def _merge_descending(order, store: EmbeddingStore, fresh_iter):
+    """Walk ``order`` (descending z): stored embeddings are taken from the store when
+    their turn comes (so spilled ones are loaded one at a time), others come fresh."""
+    fresh = iter(fresh_iter)
+    for z in order:
+        emb = store.pop(z)
+        yield (z, emb) if emb is not None else next(fresh)
+
+
+def segment_case(case: Case, engine, opts: Options) -> tuple[np.ndarray, Stats]:
+    stats = Stats()
+    if not case.is_3d:
+        seg = segment_2d(case, engine, opts, stats)
+    elif opts.mode_3d == "propagate":
+        seg = segment_3d_propagate(case, engine, opts, stats)
+    else:
+        seg = segment_3d_fixed(case, engine, opts, stats)
+    return seg, stats
