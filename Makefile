@@ -42,8 +42,32 @@ export: $(STAMP) weights
 export-fp32: $(STAMP) weights
 	$(PY) -m training.export --models $(MODELS) --fp32
 
-bench-model: $(STAMP) export-fp32
+$(MODELS)/fp32/encoder.xml:
+	$(MAKE) export-fp32
+
+bench-model: $(STAMP) $(MODELS)/fp32/encoder.xml
 	$(PY) -m qmedsam.bench_model --models $(MODELS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+.PHONY: bench-predict
+bench-predict: $(STAMP) $(MODELS)/fp32/encoder.xml
+	$(PY) -m qmedsam.bench_predict
+
+# ---- the submission image -------------------------------------------------------------
+IMAGE ?= qmedsam:latest
+BASE ?= python:3.11-slim-bookworm
+.PHONY: base-image image image-save test-image
+base-image:
+	docker/base_image.sh qmedsam-base:bookworm
+
+image:
+	@if [ -f /etc/ssl/certs/ca-certificates.crt ]; then cp /etc/ssl/certs/ca-certificates.crt build-ca.crt; fi
+	docker build --network=host --build-arg BASE=$(BASE) -t $(IMAGE) . ; status=$$?; rm -f build-ca.crt; exit $$status
+
+image-save:
+	docker save $(IMAGE) | gzip > $(firstword $(subst :, ,$(IMAGE))).tar.gz
+
+test-image: $(STAMP)
+	$(PY) docker/test_image.py --image $(IMAGE)

@@ -117,8 +117,8 @@ def main(argv=None) -> None:
     ap.add_argument("--ckpt", type=Path, help="QAT checkpoint (otherwise post-training quantization)")
     ap.add_argument("--fp32", action="store_true", help="write float models to MODELS/fp32")
     ap.add_argument("--calib", type=int, default=96, help="calibration slices for PTQ")
-    ap.add_argument("--target", type=float, default=0.08,
-                    help="PTQ: relative embedding error under which no more groups go back to float")
+    ap.add_argument("--target", type=float, default=0.97,
+                    help="PTQ: mask Dice vs float at which no more layer groups go back to float")
     args = ap.parse_args(argv)
     weights = ensure_weights(args.weights)
     source = {"path": weights.name, "sha256": sha256_of(weights)}

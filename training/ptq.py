@@ -1,17 +1,15 @@
 """Post-training quantization of LiteMedSAM with Brevitas.
 
-Recipe (measured, see ``models/manifest.json``):
-1. quantized build with per-channel 8-bit weights, per-tensor 8-bit activations;
-2. activation scales calibrated (Brevitas ``calibration_mode``, percentile
-   statistics) on real 2D slices, the decoder on real embeddings and boxes;
-3. per-group sensitivity: the relative embedding error when only one group of
-   layers is quantized; the most sensitive groups are put back to float, one at
-   a time, until the whole-encoder error falls under a target.
+Building blocks of the recipe in ``training/ptq_recipe.py`` (numbers in
+``models/manifest.json``): activation calibration with Brevitas
+``calibration_mode``; per-group sensitivity (embedding error when only one
+group of layers is int8); a greedy return of the most sensitive groups to float
+until the int8 masks agree with the float masks on held-out real boxes.
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -94,18 +92,6 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-@dataclass
-class PtqReport:
-    calibration: list[str]
-    evaluation: list[str]
-    error_all_int8: float
-    error_final: float
-    group_errors: dict[str, float]
-    float_groups: list[str] = field(default_factory=list)
-    float_layers: list[str] = field(default_factory=list)
-    decoder_error: float | None = None
-
-
 def _tensors(slices) -> list[torch.Tensor]:
     return [torch.from_numpy(image_to_tensor(img)[0]) for _, img in slices]
 
@@ -120,41 +106,85 @@ def calibrate_encoder(qenc: nn.Module, images: list[torch.Tensor]) -> None:
             qenc(x)
 
 
-@torch.no_grad()
-def embedding_error(qenc, references, images) -> float:
-    errs = [rel_error(qenc(x), ref) for x, ref in zip(images, references)]
-    return float(np.mean(errs))
+@dataclass
+class EvalSet:
+    """Held-out real images with boxes, and the float model's embeddings and masks for them."""
+
+    images: list[torch.Tensor]
+    boxes: list[torch.Tensor]
+    embeddings: list[torch.Tensor]
+    masks: list[torch.Tensor]
 
 
 @torch.no_grad()
-def choose_float_groups(qenc, fenc, eval_images, target: float, max_groups: int = 4):
-    """Per-group sensitivity, then greedily restore the worst groups to float."""
-    refs = [fenc(x) for x in eval_images]
+def make_eval_set(fmodel, pairs) -> EvalSet:
+    ev = EvalSet([], [], [], [])
+    for img, boxes in pairs:
+        x, geo = image_to_tensor(img)
+        x, b = torch.from_numpy(x), torch.from_numpy(boxes_to_model(boxes, geo))
+        emb = fmodel.image_encoder(x)
+        ev.images.append(x)
+        ev.boxes.append(b)
+        ev.embeddings.append(emb)
+        ev.masks.append(fmodel.decoder()(emb, b) > 0)
+    return ev
+
+
+def mask_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-mask Dice of (B, 1, H, W) boolean masks (1 when both are empty)."""
+    inter = (a & b).sum(dim=(1, 2, 3)).float()
+    total = (a.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3))).float()
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
+@torch.no_grad()
+def agreement(qenc, fdec, ev: EvalSet) -> tuple[float, float]:
+    """(mean relative embedding error, mean mask Dice vs float) of an encoder on the eval set."""
+    errs, dices = [], []
+    for x, b, ref, ref_mask in zip(ev.images, ev.boxes, ev.embeddings, ev.masks):
+        emb = qenc(x)
+        errs.append(rel_error(emb, ref))
+        dices.append(mask_dice(fdec(emb, b) > 0, ref_mask))
+    return float(np.mean(errs)), float(torch.cat(dices).mean())
+
+
+@torch.no_grad()
+def choose_float_groups(qenc, fdec, ev: EvalSet, target_dice: float, max_groups: int = 6):
+    """Per-group sensitivity (embedding error with only that group int8), then put the most
+    sensitive groups back to float, one at a time, until the masks agree with float."""
     leaves = quant_leaves(qenc)
     by_group: dict[str, list[str]] = {}
     for n in leaves:
         by_group.setdefault(group_of(n), []).append(n)
-    all_err = embedding_error(qenc, refs, eval_images)
-    group_err = {}
-    for g, names in tqdm(by_group.items(), desc="sensitivity", leave=False):
+
+    def measure(float_names: set[str]):
         for n, m in leaves.items():
-            set_quant_enabled(m, n in names)
-        group_err[g] = embedding_error(qenc, refs, eval_images)
-    for m in leaves.values():
-        set_quant_enabled(m, True)
+            set_quant_enabled(m, n not in float_names)
+        return agreement(qenc, fdec, ev)
+
+    all_int8 = measure(set())
+    sensitivity = {}
+    for g, names in tqdm(by_group.items(), desc="sensitivity", leave=False):
+        sensitivity[g] = measure(set(leaves) - set(names))[0]
     chosen: list[str] = []
-    err = all_err
-    for g in sorted(group_err, key=group_err.get, reverse=True):
-        if err <= target or len(chosen) >= max_groups:
+    current = all_int8
+    steps = []
+    for g in sorted(sensitivity, key=sensitivity.get, reverse=True):
+        if current[1] >= target_dice or len(chosen) >= max_groups:
             break
         chosen.append(g)
-        for n in by_group[g]:
-            set_quant_enabled(leaves[n], False)
-        err = embedding_error(qenc, refs, eval_images)
+        current = measure({n for c in chosen for n in by_group[c]})
+        steps.append({"float": list(chosen), "embedding_error": round(current[0], 4),
+                      "mask_dice": round(current[1], 4)})
     for m in leaves.values():
         set_quant_enabled(m, True)
     float_layers = [n for g in chosen for n in by_group[g]]
-    return all_err, err, group_err, chosen, float_layers
+    return {"all_int8": {"embedding_error": round(all_int8[0], 4), "mask_dice": round(all_int8[1], 4)},
+            "embedding_error_when_only_this_group_is_int8":
+                {k: round(v, 4) for k, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])},
+            "greedy_steps": steps, "groups_kept_float": chosen,
+            "final": {"embedding_error": round(current[0], 4), "mask_dice": round(current[1], 4)},
+            }, float_layers
 
 
 def decoder_calibration_batches(fmodel, slices_with_boxes):

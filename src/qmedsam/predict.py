@@ -52,10 +52,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="OpenVINO inference threads (0: all cores)")
     ap.add_argument("--hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY",
                     help="OpenVINO performance hint")
-    ap.add_argument("--float-ops", choices=("f32", "bf16"), default="f32",
-                    help="precision of the operations left in float (bf16 is faster on CPUs that have it)")
+    ap.add_argument("--float-ops", choices=("auto", "f32", "bf16"), default="auto",
+                    help="precision of the operations the int8 models leave in float: auto (default) lets "
+                         "OpenVINO use bf16 on CPUs with native bf16, else f32; --precision fp32 always "
+                         "runs in f32 unless bf16 is asked for")
     ap.add_argument("--no-overlap", dest="overlap", action="store_false",
                     help="do not encode the next slice while decoding the current one")
+    ap.add_argument("-v", "--verbose", action="store_true", help="report start-up and per-case details")
     ap.add_argument("--overlay", type=Path, default=None,
                     help="also write one PNG montage per case to this folder (off by default)")
     return ap.parse_args(argv)
@@ -93,7 +96,12 @@ def main(argv=None) -> int:
             case = load_case(path)
             n_boxes = len(case.boxes)
             if engine is None:
+                t_models = time.perf_counter()
                 engine = _make_engine(args)
+                if args.verbose:
+                    print(f"qmedsam: models ready in {time.perf_counter() - t_models:.2f} s "
+                          f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; "
+                          f"cache: {engine.cache_dir or 'off'})", file=sys.stderr)
             from qmedsam.segment import Options, segment_case
 
             h, w = case.image.shape[1:3] if case.is_3d else case.image.shape[:2]
@@ -101,6 +109,9 @@ def main(argv=None) -> int:
             seg, stats = segment_case(case, engine, Options(max_boxes=block, mode_3d=args.mode_3d,
                                                             overlap=args.overlap))
             save_segs(args.outputs / path.name, seg)
+            if args.verbose and engine.first_output_age is not None and rows == []:
+                print(f"qmedsam: first encoder output {engine.first_output_age:.2f} s after process start",
+                      file=sys.stderr)
             if args.overlay is not None:
                 from qmedsam.overlay import case_overlay
 
@@ -127,8 +138,8 @@ def _make_engine(args):
     if not (models / "encoder.xml").is_file():
         raise CaseError(f"models not found in {models} (run `make export`"
                         f"{'-fp32' if args.precision == 'fp32' else ''})")
-    return Engine(models, _cache_dir(args), threads=args.threads, hint=args.hint,
-                  float_precision=args.float_ops)
+    float_ops = "f32" if args.precision == "fp32" and args.float_ops == "auto" else args.float_ops
+    return Engine(models, _cache_dir(args), threads=args.threads, hint=args.hint, float_precision=float_ops)
 
 
 if __name__ == "__main__":

@@ -28,16 +28,18 @@ EMBED_GRID = 64
 class ConvBN(nn.Sequential):
     """Bias-free convolution followed by BatchNorm (children ``c`` and ``bn``)."""
 
-    def __init__(self, q: QuantConfig, cin, cout, k=1, stride=1, groups=1):
+    def __init__(self, q: QuantConfig, cin, cout, k=1, stride=1, groups=1, input_kind="signed"):
         super().__init__()
-        self.c = q.conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
+        self.c = q.conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False,
+                          input_kind=input_kind)
         self.bn = nn.BatchNorm2d(cout)
 
 
 class PatchEmbed(nn.Module):
     def __init__(self, q: QuantConfig, cin: int, dim: int):
         super().__init__()
-        self.seq = nn.Sequential(ConvBN(q, cin, dim // 2), nn.GELU(), ConvBN(q, dim // 2, dim))
+        self.seq = nn.Sequential(ConvBN(q, cin, dim // 2, input_kind="image"), nn.GELU(),
+                                 ConvBN(q, dim // 2, dim))
 
     def forward(self, x):
         return self.seq(x)

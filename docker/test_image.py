@@ -1,0 +1,169 @@
+"""``make test-image``: build the submission image and run it exactly as the organisers do.
+
+Starts a private Docker engine when none answers (own data root, no bridge, no
+iptables; stopped afterwards by its PID), lints the Dockerfile with hadolint,
+builds on python:3.11-slim-bookworm or, when no registry serves it, on a local
+debootstrap base; runs every sample case one at a time with ``-m 8G`` and the two
+mounts, checks each output against the contract and against the predictor run
+outside Docker (identical label maps), then runs a many-box large image under
+``-m 1G``.  Prints figures and a closing 'N passed, N failed' line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from qmedsam.bench_predict import large_case  # noqa: E402
+from qmedsam.cases import load_case  # noqa: E402
+
+
+OFFICIAL_BASE = "python:3.11-slim-bookworm"
+LOCAL_BASE = "qmedsam-base:bookworm"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+class Engine:
+    """A Docker engine to talk to: the running one, or a private dockerd we start and stop."""
+
+    def __init__(self, state: Path):
+        self.env = dict(os.environ)
+        self.proc = None
+        if self._ok():
+            return
+        if not shutil.which("dockerd"):
+            subprocess.run(["apt-get", "install", "-y", "-qq", "docker.io"], check=True,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        state.mkdir(parents=True, exist_ok=True)
+        sock = state / "docker.sock"
+        self.env["DOCKER_HOST"] = f"unix://{sock}"
+        log = open(state / "dockerd.log", "w")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false",
+             "--data-root", str(state / "data"), "--exec-root", str(state / "exec"),
+             "--pidfile", str(state / "dockerd.pid"), "-H", self.env["DOCKER_HOST"]],
+            stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(60):
+            if self._ok():
+                return
+            time.sleep(1)
+        raise RuntimeError(f"dockerd did not start (see {state / 'dockerd.log'})")
+
+    def _ok(self) -> bool:
+        return subprocess.run(["docker", "info"], capture_output=True, env=self.env).returncode == 0
+
+    def run(self, *args, check=True, capture=False, **kw):
+        return subprocess.run(["docker", *args], env=self.env, check=check, text=True,
+                              capture_output=capture, **kw)
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+def choose_base(engine: Engine, base: str | None) -> str:
+    if base:
+        return base
+    if engine.run("pull", "-q", OFFICIAL_BASE, check=False, capture=True).returncode == 0:
+        return OFFICIAL_BASE
+    if engine.run("image", "inspect", LOCAL_BASE, check=False, capture=True).returncode != 0:
+        print(f"{OFFICIAL_BASE} not reachable: building {LOCAL_BASE} with debootstrap", flush=True)
+        subprocess.run([str(ROOT / "docker" / "base_image.sh"), LOCAL_BASE], check=True, env=engine.env)
+    return LOCAL_BASE
+
+
+def build(engine: Engine, image: str, base: str) -> None:
+    """Legacy builder (no buildx needed); the host CA bundle reaches the dependency stage only."""
+    ca = ROOT / "build-ca.crt"
+    if CA_BUNDLE.exists():
+        shutil.copy(CA_BUNDLE, ca)
+    try:
+        engine.run("build", "-q", "--network=host", "--build-arg", f"BASE={base}", "-t", image, str(ROOT))
+    finally:
+        ca.unlink(missing_ok=True)
+
+
+def organiser_run(engine: Engine, image: str, inputs: Path, outputs: Path, memory: str) -> tuple[float, int]:
+    t = time.perf_counter()
+    proc = engine.run("container", "run", "-m", memory, "--name", "qmedsam-image-test", "--rm",
+                      "--network", "none", "-v", f"{inputs}/:/workspace/inputs/",
+                      "-v", f"{outputs}/:/workspace/outputs/", image, "/bin/bash", "-c", "sh predict.sh",
+                      check=False, capture=True)
+    if proc.returncode:
+        print(proc.stderr.strip()[-600:], file=sys.stderr)
+    return time.perf_counter() - t, proc.returncode
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", default="qmedsam:latest")
+    ap.add_argument("--base", default=None, help="base image (default: official if reachable, else local)")
+    args = ap.parse_args(argv)
+    t_all = time.perf_counter()
+    results: list[tuple[str, bool]] = []
+
+    def check(name, ok, detail=""):
+        results.append((name, bool(ok)))
+        print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+
+    lint = subprocess.run([str(Path(sys.executable).parent / "hadolint"), str(ROOT / "Dockerfile")],
+                          capture_output=True, text=True)
+    check("hadolint Dockerfile", lint.returncode == 0, lint.stdout.strip())
+
+    engine = Engine(ROOT / ".cache" / "docker")
+    work = Path(tempfile.mkdtemp(prefix="qmedsam-image-"))
+    try:
+        base = choose_base(engine, args.base)
+        build(engine, args.image, base)
+        size = int(engine.run("image", "inspect", "-f", "{{.Size}}", args.image, capture=True).stdout)
+        check("image size under 400 MB", size < 400e6, f"{size / 1e6:.0f} MB on {base}")
+
+        samples = sorted((ROOT / "samples" / "inputs").glob("*.npz"))
+        reference = work / "reference"
+        subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(ROOT / "samples" / "inputs"),
+                        "-o", str(reference), "--cache", "none"], check=True,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+        inputs, outputs = work / "inputs", work / "outputs"
+        outputs.mkdir()
+        outputs.chmod(0o777)                      # the container runs as uid 1000
+        for rnd in ("first run (cold cache)", "second run (warm cache)"):
+            for case in samples:
+                shutil.rmtree(inputs, ignore_errors=True)
+                inputs.mkdir()
+                shutil.copy(case, inputs / case.name)
+                (outputs / case.name).unlink(missing_ok=True)
+                secs, code = organiser_run(engine, args.image, inputs, outputs, "8G")
+                ok = code == 0 and (outputs / case.name).exists()
+                if ok:
+                    segs = np.load(outputs / case.name)["segs"]
+                    ref = np.load(reference / case.name)["segs"]
+                    c = load_case(case)
+                    ok = segs.shape == c.label_shape and segs.dtype == ref.dtype and np.array_equal(segs, ref)
+                check(f"{case.name} {rnd}", ok, f"{secs:.2f} s")
+        shutil.rmtree(inputs)
+        inputs.mkdir()
+        big = large_case(inputs, 1920, 2560, 241, seed=1)
+        secs, code = organiser_run(engine, args.image, inputs, outputs, "1G")
+        ok = code == 0 and np.load(outputs / big.name)["segs"].shape == (1920, 2560)
+        check(f"{big.name} under -m 1G", ok, f"{secs:.2f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        engine.stop()
+    passed = sum(ok for _, ok in results)
+    print(f"test-image took {time.perf_counter() - t_all:.0f} s")
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Shared, expensive fixtures (built once per test session)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+MODELS = ROOT / "models"
+
+
+@pytest.fixture(scope="session")
+def weights():
+    from training.weights import ensure_weights
+
+    return ensure_weights()
+
+
+@pytest.fixture(scope="session")
+def float_model(weights):
+    from training.model.lite_medsam import build_lite_medsam
+
+    return build_lite_medsam(weights)
+
+
+@pytest.fixture(scope="session")
+def ct_case():
+    from training.public_data import ct_chest
+
+    return ct_chest()
+
+
+def manifest_float_layers() -> list[str]:
+    path = MODELS / "manifest.json"
+    return json.loads(path.read_text()).get("float_layers", []) if path.exists() else []
+
+
+@pytest.fixture(scope="session")
+def quick_int8(weights, tmp_path_factory, ct_case):
+    """The shipped recipe (quantizer choice and float layers from models/manifest.json),
+    calibrated on two real slices only and exported to a temporary folder: enough to
+    test the export path; `make export` calibrates the committed artifacts properly."""
+    import torch
+
+    from qmedsam.label_boxes import boxes_from_labels, relabel_consecutive
+    from training.export import export_quant
+    from training.model.lite_medsam import build_lite_medsam
+    from training.ptq import (_tensors, calibrate_decoder, calibrate_encoder,
+                              decoder_calibration_batches, keep_float)
+    from training.ptq_recipe import PTQ_CONFIG
+
+    torch.manual_seed(0)
+    fmodel = build_lite_medsam(weights)
+    model = build_lite_medsam(weights, PTQ_CONFIG)
+    keep_float(model.image_encoder, manifest_float_layers())
+    zs = (12, 20)
+    calibrate_encoder(model.image_encoder, _tensors([("ct", ct_case.image[z]) for z in zs]))
+    pairs = [(ct_case.image[z], boxes_from_labels(relabel_consecutive(ct_case.labels[z]))) for z in zs]
+    calibrate_decoder(model.decoder(), decoder_calibration_batches(fmodel, pairs))
+    out = tmp_path_factory.mktemp("int8")
+    export_quant(model, out)
+    return model, out
+
+
+@pytest.fixture(scope="session")
+def fp32_dir(float_model, tmp_path_factory):
+    """Float IR: the repo's models/fp32 when exported, else a fresh export."""
+    if (MODELS / "fp32" / "encoder.xml").exists():
+        return MODELS / "fp32"
+    from training.export import export_float
+
+    out = tmp_path_factory.mktemp("fp32")
+    export_float(float_model, out)
+    return out
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)
