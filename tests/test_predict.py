@@ -112,13 +112,17 @@ def _square_image(size=96):
 
 
 def test_label_order_and_later_box_overwrites(engine):
-    boxes = np.array([[25, 30, 69, 59], [25, 30, 69, 59], [0, 0, 5, 5]])
-    case = Case("2DBox_Synth_0001.npz", _square_image(), boxes)
-    seg, _ = segment_case(case, engine, Options())
-    square = np.zeros(seg.shape, bool)
-    square[30:60, 25:70] = True
-    assert dice(seg == 2, square) > 0.9                 # box 2 repeats box 1 and wins the overlap
-    assert (seg == 1).sum() < 0.05 * square.sum()
+    square, corner = [25, 30, 69, 59], [80, 80, 94, 94]
+    # box 2 repeats box 1 exactly: same mask, so label 2 must win every pixel of it
+    seg, _ = segment_case(Case("2DBox_Synth_0001.npz", _square_image(), np.array([square, square, corner])),
+                          engine, Options(max_boxes=8))
+    assert not (seg == 1).any() and (seg == 2).sum() > 300 and (seg == 3).any()
+    assert (seg[30:60, 25:70] == 2).mean() > 0.5
+    # label i belongs to box i, in input order: swapping the boxes swaps the labels
+    swapped, _ = segment_case(Case("2DBox_Synth_0002.npz", _square_image(), np.array([corner, square])),
+                              engine, Options(max_boxes=8))
+    np.testing.assert_array_equal(swapped == 1, seg == 3)
+    np.testing.assert_array_equal(swapped == 2, seg == 2)
 
 
 def test_more_than_255_boxes_use_uint16(engine, tmp_path):

@@ -105,3 +105,7 @@ def agreement_table(samples: Path, engines: dict) -> None:
         print(f"  {path.name:28s} {len(case.boxes):5d}  " + "  ".join(cells) + "                  " + " ".join(gt_cells))
     print("  mean" + " " * 31 + "  ".join(f"{np.mean(a):13.4f} {np.nanmean(r):13.4f}      " for a, r in totals.values())
           + "                  " + " ".join(f"{np.mean(v):9.4f}" for v in truth.values()))
+
+
+if __name__ == "__main__":
+    main()
