@@ -67,9 +67,8 @@ def compare_3d_modes(samples: Path) -> None:
     from qmedsam.segment import Options, segment_case
 
     gts = samples.parent / "gts"
-    engine = Engine(ROOT / "models")
-    print("
-3D modes vs ground truth (int8; mean Dice over the case's labels, slices encoded, seconds):")
+    engine = Engine(ROOT / "models", float_precision="auto")
+    print("\n3D modes vs ground truth (int8; mean Dice over the case's labels, slices encoded, seconds):")
     means = {"fixed": [], "propagate": []}
     for path in sorted(samples.glob("3D*.npz")):
         if not (gts / path.name).exists():
@@ -119,11 +118,11 @@ def main(argv=None) -> None:
         case3d = args.samples / "3DBox_CT_0001.npz"
         if case3d.exists():
             print(f"\nOpenVINO options on {case3d.name} (int8, warm cache, wall s):")
-            variants = [("default (LATENCY, all threads, overlap, f32)", []),
+            variants = [("default (LATENCY, all threads, overlap, auto float ops)", []),
                         ("no encode/decode overlap", ["--no-overlap"]),
                         ("1 thread", ["--threads", "1"]),
                         ("THROUGHPUT hint", ["--hint", "THROUGHPUT"]),
-                        ("float ops in bf16", ["--float-ops", "bf16"]),
+                        ("float ops forced to f32", ["--float-ops", "f32"]),
                         ("propagate mode", ["--mode-3d", "propagate"])]
             for label, opts in variants:
                 work = tmp / ("opt" + re.sub(r"\W", "", label))
