@@ -38,17 +38,21 @@ def example_inputs():
     return image, emb, boxes
 
 
+def graphs(model: LiteMedSAM):
+    """(name, module, example args, (input names, output names), dynamic axes) of each artifact."""
+    image, emb, boxes = example_inputs()
+    return (("encoder", model.image_encoder, (image,), ENC_IO, None),
+            ("decoder", model.decoder(), (emb, boxes), DEC_IO, DEC_DYNAMIC))
+
+
 def onnx_to_ir(onnx_path: Path, xml_path: Path) -> None:
     ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
 
 
 def export_float(model: LiteMedSAM, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    image, emb, boxes = example_inputs()
     paths = {}
-    for name, module, args, io, dyn in (
-            ("encoder", model.image_encoder, (image,), ENC_IO, None),
-            ("decoder", model.decoder(), (emb, boxes), DEC_IO, DEC_DYNAMIC)):
+    for name, module, args, io, dyn in graphs(model):
         onnx_path = out / f"{name}.onnx"
         torch.onnx.export(module.eval(), args, str(onnx_path), input_names=io[0], output_names=io[1],
                           dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
@@ -62,11 +66,8 @@ def export_quant(model: LiteMedSAM, out: Path) -> dict[str, int]:
     from brevitas.export import export_onnx_qcdq
 
     out.mkdir(parents=True, exist_ok=True)
-    image, emb, boxes = example_inputs()
     folded = {}
-    for name, module, args, io, dyn in (
-            ("encoder", model.image_encoder, (image,), ENC_IO, None),
-            ("decoder", model.decoder(), (emb, boxes), DEC_IO, DEC_DYNAMIC)):
+    for name, module, args, io, dyn in graphs(model):
         onnx_path = out / f"{name}.onnx"
         export_onnx_qcdq(module.eval(), args=args, export_path=str(onnx_path), input_names=io[0],
                          output_names=io[1], dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
