@@ -51,8 +51,6 @@ class Engine:
         self._enc = [self.encoder.create_infer_request() for _ in range(2)]
         self._dec = self.decoder.create_infer_request()
         self._next = 0
-        self.encoder_calls = 0
-        self.decoder_calls = 0
         self.first_output_age: float | None = None   # process age at the first embedding
 
     def start_encode(self, tensor: np.ndarray):
@@ -60,7 +58,6 @@ class Engine:
         req = self._enc[self._next]
         self._next ^= 1
         req.start_async({0: tensor})
-        self.encoder_calls += 1
         return req
 
     def finish_encode(self, handle) -> np.ndarray:
@@ -77,6 +74,5 @@ class Engine:
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space."""
-        self.decoder_calls += 1
         self._dec.infer({0: embedding, 1: np.ascontiguousarray(boxes, dtype=np.float32)})
         return self._dec.get_output_tensor(0).data.copy()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 
 def process_age() -> float | None:
@@ -15,7 +14,3 @@ def process_age() -> float | None:
         return None
     start_ticks = int(fields[19])          # field 22 of stat: starttime, in clock ticks since boot
     return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-
-
-def wall() -> float:
-    return time.perf_counter()
