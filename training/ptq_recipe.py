@@ -11,7 +11,7 @@ from training.model.quant_switch import QuantConfig
 from training.ptq import (_tensors, agreement, calibrate_decoder, calibrate_encoder,
                           choose_float_groups, decoder_calibration_batches, decoder_error,
                           keep_float, make_eval_set)
-from training.public_data import calibration_slices, ct_chest, nuclei_2d
+from training.public_data import calibration_slices, ct_chest, nuclei_2d, quadrant
 
 EVAL_CT_SLICES = (6, 14, 22, 30)       # wide-window axial CT slices held out from calibration
 EVAL_NUCLEI_QUADS = (0, 3)
@@ -19,10 +19,6 @@ EVAL_NUCLEI_QUADS = (0, 3)
 # layer that feeds a residual Add or BatchNorm and runs it in f32 (measured: 16 of 40 linears
 # and 8 convolutions fell back), so per-channel would buy accuracy with speed.
 PTQ_CONFIG = QuantConfig(enabled=True, weight_per_channel=False, range_aware_inputs=True)
-
-
-def _quadrant(a, i):
-    return a[(i // 2) * 256:(i // 2 + 1) * 256, (i % 2) * 256:(i % 2 + 1) * 256]
 
 
 def labelled_pairs(ct_slices, quads, max_boxes: int = 16):
@@ -34,8 +30,8 @@ def labelled_pairs(ct_slices, quads, max_boxes: int = 16):
         if lab.max():
             pairs.append((ct.image[z], boxes_from_labels(lab)[:max_boxes]))
     for i in quads:
-        lab = relabel_consecutive(_quadrant(n2.labels, i))
-        pairs.append((_quadrant(n2.image, i), boxes_from_labels(lab)[:max_boxes]))
+        lab = relabel_consecutive(quadrant(n2.labels, i))
+        pairs.append((quadrant(n2.image, i), boxes_from_labels(lab)[:max_boxes]))
     return pairs
 
 

@@ -86,6 +86,11 @@ def nuclei_3d() -> Labelled:
     return Labelled("Microscope", vol, mask, (1.0, 1.0, 1.0))
 
 
+def quadrant(a: np.ndarray, i: int, size: int = 256) -> np.ndarray:
+    """Quadrant i (row-major) of the 512x512 nuclei image or its labels."""
+    return a[(i // 2) * size:(i // 2 + 1) * size, (i % 2) * size:(i % 2 + 1) * size]
+
+
 def calibration_slices(limit: int | None = None) -> list[tuple[str, np.ndarray]]:
     """2D uint8 slices for post-training calibration, each with a provenance tag.
 
@@ -104,8 +109,7 @@ def calibration_slices(limit: int | None = None) -> list[tuple[str, np.ndarray]]
         groups.append([(f"ct-{wname}-coronal-{y}", vol[:, y, :]) for y in range(0, vol.shape[1], 4)])
         groups.append([(f"ct-{wname}-sagittal-{x}", vol[:, :, x]) for x in range(0, vol.shape[2], 4)])
     n2 = nuclei_2d().image[:, :, 0]
-    quads = [(f"nuclei2d-quad-{i}", n2[(i // 2) * 256:(i // 2 + 1) * 256, (i % 2) * 256:(i % 2 + 1) * 256])
-             for i in range(4)]
+    quads = [(f"nuclei2d-quad-{i}", quadrant(n2, i)) for i in range(4)]
     groups.append([("nuclei2d-full", n2)] + quads)
     n3 = nuclei_3d().image
     groups.append([(f"nuclei3d-z-{z}", n3[z]) for z in range(n3.shape[0])])

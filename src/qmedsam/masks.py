@@ -61,16 +61,24 @@ def upsample_full(crop: np.ndarray, height: int, width: int) -> np.ndarray:
     return interpolate(crop.astype(np.float32, copy=False), ay, ax, (0, height), (0, width))
 
 
-def positive_window(crop: np.ndarray, height: int, width: int):
-    """Output rows/cols that can hold positive values, or None when no logit is positive."""
+def positive_bounds(crop: np.ndarray):
+    """(row0, row1, col0, col1), inclusive, of the positive logits, or None when there are none."""
     pos = crop > 0
     rows = np.flatnonzero(pos.any(axis=1))
     if rows.size == 0:
         return None
     cols = np.flatnonzero(pos.any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def positive_window(crop: np.ndarray, height: int, width: int):
+    """Output rows/cols that can hold positive values, or None when no logit is positive."""
+    bounds = positive_bounds(crop)
+    if bounds is None:
+        return None
     ay, ax = make_axis(crop.shape[0], height), make_axis(crop.shape[1], width)
-    r = _span(ay, int(rows[0]), int(rows[-1]))
-    c = _span(ax, int(cols[0]), int(cols[-1]))
+    r = _span(ay, bounds[0], bounds[1])
+    c = _span(ax, bounds[2], bounds[3])
     if r[0] >= r[1] or c[0] >= c[1]:
         return None
     return r, c

@@ -7,7 +7,7 @@ import numpy as np
 
 from qmedsam.cases import Case
 from qmedsam.embedding_store import EmbeddingStore
-from qmedsam.masks import paste_mask
+from qmedsam.masks import paste_mask, positive_bounds
 from qmedsam.plan3d import fixed_plan, propagation_plan
 from qmedsam.preprocess import MODEL_SIZE, Geometry, boxes_to_model, image_to_tensor
 
@@ -24,9 +24,12 @@ class Options:
 
 @dataclass
 class Stats:
-    slices_encoded: int = 0
     decoder_calls: int = 0
-    encoded: list[int] = field(default_factory=list)
+    encoded: list[int] = field(default_factory=list)     # slice indices, in encoding order
+
+    @property
+    def slices_encoded(self) -> int:
+        return len(self.encoded)
 
 
 def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats):
@@ -49,7 +52,7 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         return seg
     tensor, geo = image_to_tensor(case.image)
     emb = engine.encode(tensor)
-    stats.slices_encoded += 1
+    stats.encoded.append(0)
     _decode_and_paste(engine, emb, boxes_to_model(case.boxes, geo), np.arange(1, len(case.boxes) + 1),
                       seg, geo, opts, stats)
     return seg
@@ -69,7 +72,6 @@ def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats):
         more = i + 1 < len(zs)
         if overlap and more:
             pending = start(zs[i + 1])
-        stats.slices_encoded += 1
         stats.encoded.append(z)
         yield z, emb
         if not overlap and more:
@@ -91,13 +93,12 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndar
 
 def _prompt_from_logits(crop: np.ndarray) -> np.ndarray | None:
     """Bounding box of a low-res mask in 256-space, widened by the margin; None if empty."""
-    pos = crop > 0
-    rows = np.flatnonzero(pos.any(axis=1))
-    if rows.size == 0:
+    bounds = positive_bounds(crop)
+    if bounds is None:
         return None
-    cols = np.flatnonzero(pos.any(axis=0))
+    r0, r1, c0, c1 = bounds
     m = PROPAGATION_MARGIN
-    box = [cols[0] - m, rows[0] - m, cols[-1] + m, rows[-1] + m]
+    box = [c0 - m, r0 - m, c1 + m, r1 + m]
     return np.clip(np.asarray(box, dtype=np.float32), 0, MODEL_SIZE)
 
 
