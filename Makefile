@@ -51,6 +51,19 @@ bench-model: $(STAMP) $(MODELS)/fp32/encoder.xml
 clean:
 	rm -rf $(OUT) .pytest_cache
 
+# ---- evaluation: organiser metrics and timing on the bundled samples (or GT=/CASES= of your own)
+GT ?= samples/gts
+CASES ?= samples/inputs
+PRECISION ?= int8
+.PHONY: eval time-local
+eval: $(STAMP)
+	$(PY) -m qmedsam.predict -i $(CASES) -o $(OUT)/eval-$(PRECISION)/pred --precision $(PRECISION)
+	$(PY) -m qmedsam.evaluate metrics --gt $(GT) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)
+	$(PY) -m qmedsam.evaluate overlay --gt $(GT) --images $(CASES) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)/overlays
+
+time-local: $(STAMP)
+	$(PY) -m qmedsam.evaluate time --local --cases $(CASES) --out $(OUT)/time-local
+
 .PHONY: bench-predict
 bench-predict: $(STAMP) $(MODELS)/fp32/encoder.xml
 	$(PY) -m qmedsam.bench_predict

@@ -25,7 +25,11 @@ def _replace_from_temp(target: Path, write) -> None:
 
 
 def save_segs(target: Path, segs: np.ndarray) -> None:
-    _replace_from_temp(target, lambda f: np.savez_compressed(f, segs=segs))
+    save_npz(target, segs=segs)
+
+
+def save_npz(target: Path, **arrays) -> None:
+    _replace_from_temp(target, lambda f: np.savez_compressed(f, **arrays))
 
 
 def save_text(target: Path, text: str) -> None:
