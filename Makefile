@@ -64,6 +64,32 @@ eval: $(STAMP)
 time-local: $(STAMP)
 	$(PY) -m qmedsam.evaluate time --local --cases $(CASES) --out $(OUT)/time-local
 
+# ---- quantization-aware training (three stages) ----------------------------------------
+DATA ?= out/public-tree/train
+QAT_OUT ?= $(OUT)/qat
+NPROC ?= 1
+CONFIGS ?= training/configs
+EPOCHS ?=
+SAMPLES ?=
+TORCHRUN_ARGS ?= --standalone
+.PHONY: public-tree train-all train-demo  # train-stageN is a pattern rule (never .PHONY)
+public-tree: $(STAMP)
+	$(PY) -m training.make_public_tree --out out/public-tree
+
+train-stage%: $(STAMP) weights
+	$(VENV)/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC) -m training.qat.train --stage $* \
+	  --data $(DATA) --out $(QAT_OUT) --config $(CONFIGS)/stage$*.json \
+	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--samples $(SAMPLES))
+
+train-all: train-stage1 train-stage2 train-stage3
+	@echo "QAT checkpoint: $(QAT_OUT)/stage3/best.pt  (make export CKPT=$(QAT_OUT)/stage3/best.pt MODELS=...)"
+
+# the short CPU run of the closing note: public data, all three stages, export, held-out scores
+train-demo: public-tree $(MODELS)/fp32/encoder.xml
+	$(MAKE) train-all CONFIGS=training/configs/cpu-demo QAT_OUT=$(OUT)/qat-demo
+	$(MAKE) export CKPT=$(OUT)/qat-demo/stage3/best.pt MODELS=$(OUT)/qat-demo/models
+	$(PY) -m training.qat.compare --test out/public-tree/test --qat $(OUT)/qat-demo/models --out $(OUT)/qat-demo/compare
+
 .PHONY: bench-predict
 bench-predict: $(STAMP) $(MODELS)/fp32/encoder.xml
 	$(PY) -m qmedsam.bench_predict

@@ -104,7 +104,11 @@ def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
 
     blob = torch.load(str(ckpt), map_location="cpu", weights_only=False)
     state = blob.get("model", blob)
-    model = LiteMedSAM(QuantConfig(enabled=True, weight_per_channel=blob.get("weight_per_channel", False)))
+    quant = blob.get("quant", {})
+    model = LiteMedSAM(QuantConfig(enabled=True,
+                                   weight_per_channel=quant.get("weight_per_channel",
+                                                                blob.get("weight_per_channel", False)),
+                                   range_aware_inputs=quant.get("range_aware_inputs", False)))
     keep_float(model, blob.get("float_layers", []))
     load_state(model, state)
     return model.eval(), {"method": "qat", "qat_checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt)},

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from qmedsam.atomic import save_npz
+from qmedsam.label_boxes import boxes_from_labels as label_boxes
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -70,18 +71,9 @@ def boxes_from_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     """(boxes, renumbered label map, original values): one inclusive box per label, ascending."""
     values = np.array([v for v in np.unique(labels) if v != 0])
     gts = np.zeros(labels.shape, np.uint8 if len(values) <= 255 else np.uint16)
-    boxes = []
     for i, v in enumerate(values, start=1):
-        mask = labels == v
-        gts[mask] = i
-        idx = np.nonzero(mask)
-        lo, hi = [int(a.min()) for a in idx], [int(a.max()) for a in idx]
-        if labels.ndim == 3:      # arrays are (z, y, x); boxes are x, y, z
-            boxes.append([lo[2], lo[1], lo[0], hi[2], hi[1], hi[0]])
-        else:
-            boxes.append([lo[1], lo[0], hi[1], hi[0]])
-    cols = 6 if labels.ndim == 3 else 4
-    return np.array(boxes, np.int64).reshape(-1, cols), gts, values
+        gts[labels == v] = i
+    return label_boxes(gts), gts, values
 
 
 def convert_case(image: Path, labels: Path | None, out_dir: Path, modality: str,

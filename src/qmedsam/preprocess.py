@@ -71,3 +71,15 @@ def logits_to_mask(logits: np.ndarray, geo: Geometry) -> np.ndarray:
     crop = np.ascontiguousarray(logits[:new_h, :new_w], dtype=np.float32)
     full = cv2.resize(crop, (geo.width, geo.height), interpolation=cv2.INTER_LINEAR)
     return full > 0
+
+
+def mask_to_model(mask: np.ndarray, geo: Geometry) -> np.ndarray:
+    """bool/int (H, W) mask -> uint8 (256, 256) target in the model frame (nearest resize, zero pad).
+
+    The training target for the 256x256 low-res logits; the inverse of :func:`logits_to_mask`.
+    """
+    new_h, new_w = geo.resized
+    small = cv2.resize(np.asarray(mask, np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    out = np.zeros((MODEL_SIZE, MODEL_SIZE), np.uint8)
+    out[:new_h, :new_w] = small
+    return out
