@@ -72,7 +72,7 @@ CONFIGS ?= training/configs
 EPOCHS ?=
 SAMPLES ?=
 TORCHRUN_ARGS ?= --standalone
-.PHONY: public-tree train-all train-demo  # train-stageN is a pattern rule (never .PHONY)
+.PHONY: public-tree train-all train-demo bench-index  # train-stageN is a pattern rule (never .PHONY)
 public-tree: $(STAMP)
 	$(PY) -m training.make_public_tree --out out/public-tree
 
@@ -80,6 +80,9 @@ train-stage%: $(STAMP) weights
 	$(VENV)/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC) -m training.qat.train --stage $* \
 	  --data $(DATA) --out $(QAT_OUT) --config $(CONFIGS)/stage$*.json \
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--samples $(SAMPLES))
+
+bench-index: $(STAMP)
+	$(PY) -m training.data.bench_index --files $(or $(FILES),2000)
 
 train-all: train-stage1 train-stage2 train-stage3
 	@echo "QAT checkpoint: $(QAT_OUT)/stage3/best.pt  (make export CKPT=$(QAT_OUT)/stage3/best.pt MODELS=...)"

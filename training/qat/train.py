@@ -213,6 +213,8 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
                 loss, seg, distill = compute_loss(step_module, teacher, batch, cfg, run.device)
             optim.zero_grad(set_to_none=True)
             loss.backward()
+            if oc.get("clip_grad_norm"):
+                torch.nn.utils.clip_grad_norm_(params, oc["clip_grad_norm"])
             optim.step()
             sched.step()
             losses.append(float(loss.detach()))
