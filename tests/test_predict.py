@@ -1,5 +1,6 @@
 """The runtime predictor on real and synthetic cases, with the committed int8 models."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -199,3 +200,28 @@ def test_help_documents_every_option():
                           env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))).stdout
     for opt in ("--models", "--cache", "--max-boxes", "--mode-3d", "--threads", "--overlay", "--precision"):
         assert opt in text
+
+
+def test_runtime_needs_neither_torch_nor_opencv_nor_scipy(tmp_path):
+    """The predictor (with overlays) runs with every training/evaluation package made unimportable."""
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'cv2', 'scipy', 'brevitas', 'matplotlib', 'SimpleITK', 'tqdm'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("2DBox_CT_0002.npz", "3DBox_CT_0001.npz"):
+        shutil.copy(SAMPLES / "inputs" / name, inputs / name)
+    env = dict(os.environ, PYTHONPATH=f"{block}{os.pathsep}{ROOT / 'src'}")
+    proc = subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(inputs), "-o", str(tmp_path / "out"),
+                           "--cache", "none", "--overlay", str(tmp_path / "png")], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "3DBox_CT_0001.npz").is_file()
+    png = (tmp_path / "png" / "2DBox_CT_0002.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from qmedsam.overlay import draw, montage
+from qmedsam.png import write_png
 
 NO_BOXES = np.zeros((0, 4), np.int64)
 
@@ -54,6 +54,6 @@ def overlay_folder(images: Path, gts: Path, preds: Path, out: Path, progress=Non
             with np.load(preds / gt_path.name) as p:
                 pred = p["segs"]
         path = out / f"{gt_path.stem}.png"
-        cv2.imwrite(str(path), side_by_side(image, gt, pred))
+        write_png(path, side_by_side(image, gt, pred))
         written.append(path)
     return written

@@ -1,37 +1,52 @@
-"""PNG montages of image, boxes and masks for a quick look (one per case)."""
+"""PNG montages of image, boxes and masks for a quick look (one per case), numpy only."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from qmedsam.png import write_png
 from qmedsam.preprocess import to_rgb
+from qmedsam.resize import resize_nearest
 
 TILE = 384
 
 
 def _palette(n: int) -> np.ndarray:
-    hues = (np.arange(max(n, 1)) * 0.61803398875 % 1.0 * 180).astype(np.uint8)
-    hsv = np.stack([hues, np.full_like(hues, 220), np.full_like(hues, 255)], axis=1)[None]
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]
+    """(n, 3) uint8 RGB colours: golden-ratio hues, saturation 0.86, full value."""
+    h = (np.arange(max(n, 1)) * 0.61803398875 % 1.0) * 6.0
+    s, v = 220 / 255, 1.0
+    i = np.floor(h).astype(int) % 6
+    f = h - np.floor(h)
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    table = np.stack([np.stack(c, axis=1) for c in (
+        (np.full_like(f, v), t, np.full_like(f, p)), (q, np.full_like(f, v), np.full_like(f, p)),
+        (np.full_like(f, p), np.full_like(f, v), t), (np.full_like(f, p), q, np.full_like(f, v)),
+        (t, np.full_like(f, p), np.full_like(f, v)), (np.full_like(f, v), np.full_like(f, p), q))], axis=0)
+    return np.round(table[i, np.arange(len(i))] * 255).astype(np.uint8)
+
+
+def _rectangle(img: np.ndarray, p0, p1, colour) -> None:
+    h, w = img.shape[:2]
+    x0, y0 = max(0, min(p0[0], w - 1)), max(0, min(p0[1], h - 1))
+    x1, y1 = max(0, min(p1[0], w - 1)), max(0, min(p1[1], h - 1))
+    img[y0, x0:x1 + 1] = colour
+    img[y1, x0:x1 + 1] = colour
+    img[y0:y1 + 1, x0] = colour
+    img[y0:y1 + 1, x1] = colour
 
 
 def draw(image: np.ndarray, seg: np.ndarray, boxes: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """BGR tile: image, label colours blended in, box outlines."""
-    rgb = to_rgb(image)
+    """RGB tile: image, label colours blended in, box outlines."""
     colours = _palette(int(max(seg.max(), len(boxes))) + 1)
-    out = rgb[:, :, ::-1].astype(np.float32)
+    out = to_rgb(image).astype(np.float32)
     mask = seg > 0
     out[mask] = (1 - alpha) * out[mask] + alpha * colours[seg[mask].astype(np.int64) - 1]
     out = out.astype(np.uint8)
     s = TILE / max(out.shape[:2])
-    out = cv2.resize(out, (max(1, round(out.shape[1] * s)), max(1, round(out.shape[0] * s))),
-                     interpolation=cv2.INTER_NEAREST)
+    out = resize_nearest(out, max(1, round(out.shape[1] * s)), max(1, round(out.shape[0] * s)))
     for i, b in enumerate(boxes):
-        p0 = (int(b[0] * s), int(b[1] * s))
-        p1 = (int((b[2] + 1) * s), int((b[3] + 1) * s))
-        cv2.rectangle(out, p0, p1, tuple(int(c) for c in colours[i]), 1)
+        _rectangle(out, (int(b[0] * s), int(b[1] * s)), (int((b[2] + 1) * s), int((b[3] + 1) * s)), colours[i])
     return out
 
 
@@ -56,5 +71,4 @@ def case_overlay(image: np.ndarray, seg: np.ndarray, boxes: np.ndarray, is_3d: b
             on = boxes[(boxes[:, 2] <= z) & (boxes[:, 5] >= z)][:, [0, 1, 3, 4]]
             tiles.append(draw(image[z], seg[z], on))
         canvas = montage(tiles)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), canvas)
+    write_png(path, canvas)

@@ -1,7 +1,8 @@
 """The one preprocessing implementation, shared by runtime, export and training.
 
 Follows the challenge baseline (see the reference doc): resize so the longest
-side is 256 (INTER_AREA on uint8), min-max normalise the resized image to
+side is 256 (OpenCV's INTER_AREA on uint8, reproduced bit for bit by
+:mod:`qmedsam.resize`, so the runtime needs no OpenCV), min-max normalise the resized image to
 [0, 1], zero-pad bottom/right to 256x256, boxes scaled by 256/max(H, W) and
 truncated.  Post-processing crops the 256x256 logits to the resized extent and
 up-samples bilinearly (align_corners=False) to the original size.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+
+from qmedsam.masks import upsample_full
+from qmedsam.resize import resize_area, resize_nearest
 
 MODEL_SIZE = 256
 
@@ -50,7 +53,7 @@ def image_to_tensor(image: np.ndarray) -> tuple[np.ndarray, Geometry]:
     rgb = to_rgb(image)
     geo = Geometry(rgb.shape[0], rgb.shape[1])
     new_h, new_w = geo.resized
-    small = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = resize_area(rgb, new_w, new_h).astype(np.float32)
     lo, hi = float(small.min()), float(small.max())
     small = (small - lo) / max(hi - lo, 1e-8)
     out = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)
@@ -69,8 +72,7 @@ def logits_to_mask(logits: np.ndarray, geo: Geometry) -> np.ndarray:
     """One (256, 256) logit map -> bool (H, W) mask at the original resolution."""
     new_h, new_w = geo.resized
     crop = np.ascontiguousarray(logits[:new_h, :new_w], dtype=np.float32)
-    full = cv2.resize(crop, (geo.width, geo.height), interpolation=cv2.INTER_LINEAR)
-    return full > 0
+    return upsample_full(crop, geo.height, geo.width) > 0
 
 
 def mask_to_model(mask: np.ndarray, geo: Geometry) -> np.ndarray:
@@ -79,7 +81,7 @@ def mask_to_model(mask: np.ndarray, geo: Geometry) -> np.ndarray:
     The training target for the 256x256 low-res logits; the inverse of :func:`logits_to_mask`.
     """
     new_h, new_w = geo.resized
-    small = cv2.resize(np.asarray(mask, np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    small = resize_nearest(np.asarray(mask, np.uint8), new_w, new_h)
     out = np.zeros((MODEL_SIZE, MODEL_SIZE), np.uint8)
     out[:new_h, :new_w] = small
     return out
