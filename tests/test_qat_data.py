@@ -171,3 +171,20 @@ def test_learning_rate_schedule():
     assert lr_factor(50, 10, sched) == pytest.approx(1.0)
     assert lr_factor(100, 10, sched) == pytest.approx(0.5005)
     assert lr_factor(150, 10, sched) == pytest.approx(0.001)
+
+
+def test_public_tree_holds_its_test_cases_out_of_training(tmp_path):
+    from training.make_public_tree import write_tree as public_tree
+
+    counts = public_tree(tmp_path)
+    assert counts["test"] == 3 and counts["train"] >= 10
+    held = {p.name for p in (tmp_path / "test" / "gts").glob("*.npz")}
+    assert held == {p.name for p in (tmp_path / "test" / "inputs").glob("*.npz")}
+    assert {n.split("_")[1] for n in held} == {"CT", "Microscope"}
+    def slices(path):
+        img = np.load(path)["imgs"]
+        return [img] if path.name.startswith("2D") else list(img)
+
+    seen = {s.tobytes() for p in (tmp_path / "train").rglob("*.npz") for s in slices(p)}
+    for p in (tmp_path / "test" / "inputs").glob("*.npz"):
+        assert not any(s.tobytes() in seen for s in slices(p)), p.name

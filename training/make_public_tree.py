@@ -17,27 +17,31 @@ from qmedsam.atomic import save_npz
 from qmedsam.label_boxes import boxes_from_labels, relabel_consecutive
 from training.public_data import ct_chest, nuclei_2d, nuclei_3d, quadrant
 
-CT_TEST_Z = (14, 20)          # axial slices [14, 20) of the CT volume are held out
+CT_TEST_Z = (18, 24)          # the chunk of axial slices 18-23 of the CT volume is held out
 NUCLEI_TEST_QUAD = 3
-NUCLEI_TEST_Z = (24, 31)
+NUCLEI_TEST_Z = (24, 30)      # the chunk of nuclei slices 24-29
+
+
+def _chunks(vol, modality: str, test_from: tuple[int, int], train: Path, test: Path, counts: dict) -> None:
+    """Cut a labelled volume into 6-slice cases; the chunk starting in ``test_from`` is held out."""
+    sp = np.asarray(vol.spacing, np.float64)
+    for z0 in range(0, vol.image.shape[0], 6):
+        img, lab = vol.image[z0:z0 + 6], relabel_consecutive(vol.labels[z0:z0 + 6])
+        if test_from[0] <= z0 < test_from[1]:
+            name = f"3DBox_{modality}_test{z0:02d}.npz"
+            save_npz(test / "inputs" / name, imgs=img, boxes=boxes_from_labels(lab), spacing=sp)
+            save_npz(test / "gts" / name, gts=lab, spacing=sp)
+            counts["test"] += 1
+        else:
+            save_npz(train / modality / f"3DBox_{modality}_z{z0:02d}.npz", imgs=img, gts=lab, spacing=sp)
+            counts["train"] += 1
 
 
 def write_tree(out: Path) -> dict[str, int]:
     train, test = out / "train", out / "test"
     counts = {"train": 0, "test": 0}
-    ct = ct_chest()
-    sp = np.asarray(ct.spacing, np.float64)
-    for z0 in range(0, ct.image.shape[0], 6):
-        z1 = min(z0 + 6, ct.image.shape[0])
-        img, lab = ct.image[z0:z1], relabel_consecutive(ct.labels[z0:z1])
-        if (z0, z1) == CT_TEST_Z:
-            name = f"3DBox_CT_test{z0:02d}.npz"
-            save_npz(test / "inputs" / name, imgs=img, boxes=boxes_from_labels(lab), spacing=sp)
-            save_npz(test / "gts" / name, gts=lab, spacing=sp)
-            counts["test"] += 1
-        else:
-            save_npz(train / "CT" / f"3DBox_CT_z{z0:02d}.npz", imgs=img, gts=lab, spacing=sp)
-            counts["train"] += 1
+    _chunks(ct_chest(), "CT", CT_TEST_Z, train, test, counts)
+    _chunks(nuclei_3d(), "Microscope", NUCLEI_TEST_Z, train, test, counts)
     n2 = nuclei_2d()
     for q in range(4):
         img, lab = quadrant(n2.image, q), relabel_consecutive(quadrant(n2.labels, q))
@@ -48,19 +52,6 @@ def write_tree(out: Path) -> dict[str, int]:
             counts["test"] += 1
         else:
             save_npz(train / "Microscope" / f"2DBox_Microscope_q{q}.npz", imgs=img, gts=lab)
-            counts["train"] += 1
-    n3 = nuclei_3d()
-    sp3 = np.asarray(n3.spacing, np.float64)
-    for z0 in range(0, n3.image.shape[0], 6):
-        z1 = min(z0 + 6, n3.image.shape[0])
-        img, lab = n3.image[z0:z1], relabel_consecutive(n3.labels[z0:z1])
-        if z0 >= NUCLEI_TEST_Z[0]:
-            name = f"3DBox_Microscope_test{z0:02d}.npz"
-            save_npz(test / "inputs" / name, imgs=img, boxes=boxes_from_labels(lab), spacing=sp3)
-            save_npz(test / "gts" / name, gts=lab, spacing=sp3)
-            counts["test"] += 1
-        else:
-            save_npz(train / "Microscope" / f"3DBox_Microscope_z{z0:02d}.npz", imgs=img, gts=lab, spacing=sp3)
             counts["train"] += 1
     return counts
 
