@@ -40,7 +40,7 @@ def fixed_batch(tree, n=2):
 def test_a_few_steps_of_each_stage_lower_the_loss(stage, weights, tree):
     torch.manual_seed(0)
     cfg = tiny_config(stage)
-    batch = fixed_batch(tree)
+    batch = fixed_batch(tree, n=1)        # one sample: quantized backward through TinyViT is memory-hungry
     model = build_student(weights, [], stage)
     calibrate(model, stage, [batch], 1, torch.device("cpu"))
     params = freeze_for_stage(model, stage)

@@ -109,7 +109,7 @@ def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
                                    weight_per_channel=quant.get("weight_per_channel",
                                                                 blob.get("weight_per_channel", False)),
                                    range_aware_inputs=quant.get("range_aware_inputs", False)))
-    keep_float(model, blob.get("float_layers", []))
+    keep_float(model.image_encoder, blob.get("float_layers", []))   # names relative to the encoder
     load_state(model, state)
     return model.eval(), {"method": "qat", "qat_checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt)},
                           "float_layers": blob.get("float_layers", []), "stages": blob.get("stages")}
