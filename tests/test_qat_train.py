@@ -9,7 +9,8 @@ from tests.test_qat_data import write_tree
 from training.data.dataset import Augment, SliceDataset
 from training.data.index import build_index
 from training.qat.student import StudentStep, Teacher, build_student, freeze_for_stage, train_mode
-from training.qat.train import calibrate, collate, compute_loss, export_record, load_config, train_stage
+from training.qat.train import (calibrate, collate, compute_loss, export_record, load_config, optimise,
+                                reachable, train_stage)
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +25,7 @@ def tree(tmp_path_factory):
 def tiny_config(stage, epochs=2):
     cfg = load_config(stage, epochs=epochs, samples=2)
     cfg.update(workers=0, batch_size=2)
-    cfg["quant"]["calibration_batches"] = 1
+    cfg["quant"].update(calibration_batches=1, float_layers="none")      # every layer int8, as built below
     cfg["sampling"].update(val_samples_per_modality=1, val_fraction=0.34)
     cfg["optimizer"]["lr"] = 0.005
     return cfg
@@ -45,20 +46,24 @@ def test_a_few_steps_of_each_stage_lower_the_loss(stage, weights, tree):
     calibrate(model, stage, [batch], 1, torch.device("cpu"))
     params = freeze_for_stage(model, stage)
     train_mode(model, stage)
+    n_trainable = len(params)
+    params = reachable(StudentStep(model), params, batch, cfg, torch.device("cpu"))
+    assert 0 < len(params) <= n_trainable
+    if stage > 1:                                  # the unused multimask hypernetworks, IoU head: frozen
+        assert len(params) < n_trainable
     teacher = Teacher(weights) if cfg["loss"]["distill_weight"] > 0 else None
     step = StudentStep(model)
     opt = torch.optim.SGD(params, lr=cfg["optimizer"]["lr"], momentum=0.9)
     losses = []
     for _ in range(4):
         loss, _, _ = compute_loss(step, teacher, batch, cfg, torch.device("cpu"))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        optimise(loss, params, opt, cfg["optimizer"]["clip_grad_norm"])
         losses.append(float(loss))
     final = float(compute_loss(step, teacher, batch, cfg, torch.device("cpu"))[0])
     assert final < losses[0], (losses, final)
-    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert frozen if stage < 3 else not frozen
+    trained = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trained == {1: {"image_encoder"}, 2: {"mask_decoder"},
+                       3: {"image_encoder", "prompt_encoder", "mask_decoder"}}[stage]
 
 
 def _free_port():
@@ -67,57 +72,66 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _one_step(model, batch, cfg):
+def _stage2(weights, batch):
+    cfg = tiny_config(2)
+    model = build_student(weights, [], 2)
+    calibrate(model, 2, [batch], 1, torch.device("cpu"))
     params = freeze_for_stage(model, 2)
     train_mode(model, 2)
-    return params, torch.optim.SGD(params, lr=cfg["optimizer"]["lr"], momentum=0.9)
+    params = reachable(StudentStep(model), params, batch, cfg, torch.device("cpu"))
+    return cfg, model, params, torch.optim.SGD(params, lr=cfg["optimizer"]["lr"], momentum=0.9)
+
+
+def _decoder_params(model):
+    return {n: p.detach().clone() for n, p in model.mask_decoder.named_parameters()}
 
 
 def _ddp_worker(rank, world, port, weights, tree, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
-    cfg = tiny_config(2)
     batch = fixed_batch(tree, n=2)
-    model = build_student(weights, [], 2)
-    calibrate(model, 2, [batch], 1, torch.device("cpu"))
-    _, opt = _one_step(model, batch, cfg)
+    cfg, model, params, opt = _stage2(weights, batch)
     ddp = torch.nn.parallel.DistributedDataParallel(StudentStep(model))
-    half = {k: v[rank::world] for k, v in batch.items()}
-    loss = compute_loss(ddp, None, half, cfg, torch.device("cpu"))[0]
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    mine = {k: v[rank::world] for k, v in batch.items()}               # each rank: its share of the batch
+    optimise(compute_loss(ddp, None, mine, cfg, torch.device("cpu"))[0], params, opt, None)
     if rank == 0:
-        torch.save({n: p.detach() for n, p in model.mask_decoder.named_parameters()}, out)
+        torch.save(_decoder_params(model), out)
     torch.distributed.destroy_process_group()
 
 
 def test_two_process_gloo_ddp_step_equals_one_process_on_the_combined_batch(weights, tree, tmp_path):
+    """DDP averages the ranks' gradients: one process taking the same step over the combined batch
+    (the mean of the per-sample losses, each sample through the network as on its rank) must land
+    on the same parameters.  A single batched forward differs only by float summation order inside
+    the kernels (checked to 1e-3 of the update)."""
     out = tmp_path / "ddp.pt"
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), weights, tree, out), nprocs=2, join=True)
-    cfg = tiny_config(2)
-    batch = fixed_batch(tree, n=2)
-    model = build_student(weights, [], 2)
-    calibrate(model, 2, [batch], 1, torch.device("cpu"))
-    before = {n: p.detach().clone() for n, p in model.mask_decoder.named_parameters()}
-    _, opt = _one_step(model, batch, cfg)
-    loss = compute_loss(StudentStep(model), None, batch, cfg, torch.device("cpu"))[0]
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
     ddp = torch.load(out)
+    batch = fixed_batch(tree, n=2)
+    cfg, model, params, opt = _stage2(weights, batch)
+    before = _decoder_params(model)
+    step = StudentStep(model)
+    loss = sum(compute_loss(step, None, {k: v[i:i + 1] for k, v in batch.items()}, cfg, torch.device("cpu"))[0]
+               for i in range(2)) / 2
+    optimise(loss, params, opt, None)
     moved = 0
     for n, p in model.mask_decoder.named_parameters():
-        torch.testing.assert_close(ddp[n], p.detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(ddp[n], p.detach(), rtol=1e-5, atol=1e-7)
         moved += int(not torch.equal(before[n], p.detach()))
     assert moved > 10                                   # the step did change the decoder
+    cfg, model, params, opt = _stage2(weights, batch)   # one batched forward of both samples
+    optimise(compute_loss(StudentStep(model), None, batch, cfg, torch.device("cpu"))[0], params, opt, None)
+    upd_ddp = torch.cat([(ddp[n] - before[n]).flatten() for n in before])
+    upd_one = torch.cat([(p.detach() - before[n]).flatten() for n, p in model.mask_decoder.named_parameters()])
+    assert float((upd_one - upd_ddp).norm() / upd_ddp.norm()) < 1e-3
 
 
 def test_an_interrupted_stage_resumes_where_it_stopped(weights, tree, tmp_path, capsys):
-    for out in ("a", "b"):                            # stage 2 starts from a stage-1 best.pt
+    stage1 = build_student(weights, [], 1)            # stage 2 starts from a (calibrated) stage-1 best.pt
+    calibrate(stage1, 1, [fixed_batch(tree, n=1)], 1, torch.device("cpu"))
+    for out in ("a", "b"):
         (tmp_path / out / "stage1").mkdir(parents=True)
-        torch.save(export_record(build_student(weights, [], 1), [], {"stage": 1}, [], None),
-                   tmp_path / out / "stage1" / "best.pt")
+        torch.save(export_record(stage1, [], {"stage": 1}, [], None), tmp_path / out / "stage1" / "best.pt")
     cfg = tiny_config(2, epochs=2)
     train_stage(2, tree, tmp_path / "a", cfg, weights, progress=False)
     train_stage(2, tree, tmp_path / "b", cfg, weights, stop_after=1, progress=False)
@@ -127,7 +141,12 @@ def test_an_interrupted_stage_resumes_where_it_stopped(weights, tree, tmp_path, 
     a = torch.load(tmp_path / "a" / "stage2" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "b" / "stage2" / "last.pt", weights_only=False)
     assert a["epoch"] == b["epoch"] == 1 and len(b["history"]) == 2
-    for k, v in a["model"].items():
-        torch.testing.assert_close(b["model"][k], v, rtol=0, atol=1e-6)
+    after_first = torch.load(tmp_path / "a" / "stage2" / "epoch001.pt", weights_only=False)["model"]
+
+    def distance(x, y):
+        return sum(float((x[k].float() - y[k].float()).square().sum()) for k in x if x[k].is_floating_point()) ** 0.5
+
+    moved = distance(a["model"], after_first)              # what the second epoch changed
+    assert moved > 0 and distance(a["model"], b["model"]) < 1e-3 * moved
     for name in ("best.pt", "epoch001.pt", "epoch002.pt", "curves.png", "log.jsonl", "best.json"):
         assert (tmp_path / "b" / "stage2" / name).is_file()

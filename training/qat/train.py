@@ -24,6 +24,7 @@ import torch.distributed as dist
 from training.data.dataset import Augment, SliceDataset
 from training.data.index import build_index
 from training.data.sampler import BalancedSampler, samples_per_modality
+from training.model.lite_medsam import load_state
 from training.qat.losses import distillation_loss, mask_iou, segmentation_loss
 from training.qat.student import (QAT_CONFIG, StudentStep, Teacher, build_student, float_layers_from,
                                   freeze_for_stage, train_mode)
@@ -100,6 +101,30 @@ def compute_loss(step_module, teacher, batch, cfg, device):
     return seg + lc["distill_weight"] * distill, seg.detach(), distill.detach()
 
 
+def reachable(step_module, params, batch, cfg, device) -> list:
+    """The trainable parameters the loss reaches; the others (the multimask hypernetworks and the
+    IoU head under a single-mask loss, the prompt encoder's point and mask embeddings under box
+    prompts) are frozen: they would never change, and DDP's gradient buckets must only hold
+    parameters that receive a gradient every step."""
+    loss = compute_loss(step_module, None, batch, dict(cfg, loss=dict(cfg["loss"], distill_weight=0.0)), device)[0]
+    loss.backward()
+    keep = [p for p in params if p.grad is not None]
+    for p in params:
+        if p.grad is None:
+            p.requires_grad_(False)
+        p.grad = None
+    return keep
+
+
+def optimise(loss, params, optim, clip: float | None) -> None:
+    """One optimiser step: backward, optional gradient-norm clipping, step."""
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(params, clip)
+    optim.step()
+
+
 @torch.no_grad()
 def calibrate(model, stage: int, loader, batches: int, device) -> None:
     """Initialise the trained part's quantizer scales from a few training batches."""
@@ -171,10 +196,15 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
     last = sdir / "last.pt"
     start_epoch, history, best = 0, [], None
     resume = torch.load(str(last), map_location="cpu", weights_only=False) if last.is_file() else None
-    if resume is None and stage in (1, 2) and cfg["quant"]["calibration_batches"]:
+    if resume is not None:     # before any forward pass: quantizers must not re-collect statistics
+        load_state(model, resume["model"])
+    elif stage in (1, 2) and cfg["quant"]["calibration_batches"]:
         sampler.set_epoch(10**6)               # a draw of its own, not an epoch's
         calibrate(model, stage, loader, cfg["quant"]["calibration_batches"], run.device)
     params = freeze_for_stage(model, stage)
+    train_mode(model, stage)
+    sampler.set_epoch(10**6 + 1)
+    params = reachable(StudentStep(model), params, next(iter(loader)), cfg, run.device)
     step_module = StudentStep(model)
     if run.world > 1:
         step_module = torch.nn.parallel.DistributedDataParallel(
@@ -184,7 +214,6 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
     steps_per_epoch = max(len(sampler) // cfg["batch_size"], 1)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, steps_per_epoch, cfg["schedule"]))
     if resume is not None:
-        model.load_state_dict(resume["model"])
         optim.load_state_dict(resume["optimizer"])
         sched.load_state_dict(resume["scheduler"])
         start_epoch, history, best = resume["epoch"] + 1, resume["history"], resume["best"]
@@ -211,11 +240,7 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
         for batch in it:
             with amp:
                 loss, seg, distill = compute_loss(step_module, teacher, batch, cfg, run.device)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            if oc.get("clip_grad_norm"):
-                torch.nn.utils.clip_grad_norm_(params, oc["clip_grad_norm"])
-            optim.step()
+            optimise(loss, params, optim, oc.get("clip_grad_norm"))
             sched.step()
             losses.append(float(loss.detach()))
             if log:
