@@ -55,11 +55,14 @@ clean:
 GT ?= samples/gts
 CASES ?= samples/inputs
 PRECISION ?= int8
-.PHONY: eval time-local
+.PHONY: eval time-local bench-metrics
 eval: $(STAMP)
 	$(PY) -m qmedsam.predict -i $(CASES) -o $(OUT)/eval-$(PRECISION)/pred --precision $(PRECISION)
 	$(PY) -m qmedsam.evaluate metrics --gt $(GT) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)
 	$(PY) -m qmedsam.evaluate overlay --gt $(GT) --images $(CASES) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)/overlays
+
+bench-metrics: $(STAMP)
+	$(PY) -m qmedsam.bench_metrics
 
 time-local: $(STAMP)
 	$(PY) -m qmedsam.evaluate time --local --cases $(CASES) --out $(OUT)/time-local
