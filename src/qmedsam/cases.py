@@ -41,6 +41,12 @@ class Case:
         return label_dtype(len(self.boxes))
 
 
+def modality_of(name: str) -> str:
+    """Second ``_`` field of a challenge name (``3DBox_CT_0566.npz`` -> ``CT``)."""
+    parts = Path(name).stem.split("_")
+    return parts[1] if len(parts) > 2 else "unknown"
+
+
 def label_dtype(n_boxes: int):
     """uint8 holds labels up to 255; more boxes need uint16."""
     return np.uint8 if n_boxes <= 255 else np.uint16

@@ -23,6 +23,7 @@ import numpy as np
 
 from qmedsam.atomic import save_npz
 from qmedsam.label_boxes import boxes_from_labels as label_boxes
+from qmedsam.label_boxes import relabel_consecutive
 
 SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -69,11 +70,9 @@ def to_uint8(arr: np.ndarray, modality: str, window: tuple[float, float] = (40.0
 
 def boxes_from_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(boxes, renumbered label map, original values): one inclusive box per label, ascending."""
-    values = np.array([v for v in np.unique(labels) if v != 0])
-    gts = np.zeros(labels.shape, np.uint8 if len(values) <= 255 else np.uint16)
-    for i, v in enumerate(values, start=1):
-        gts[labels == v] = i
-    return label_boxes(gts), gts, values
+    values = np.unique(labels)
+    gts = relabel_consecutive(labels)
+    return label_boxes(gts), gts, values[values != 0]
 
 
 def convert_case(image: Path, labels: Path | None, out_dir: Path, modality: str,

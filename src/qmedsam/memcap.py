@@ -23,21 +23,21 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def _create(name: str, limit: int) -> tuple[Path, str]:
+def _create(name: str, limit: int) -> Path:
     if (ROOT / "cgroup.controllers").is_file():                       # v2
         group = ROOT / name
         group.mkdir()
         (group / "memory.max").write_text(str(limit))
         if (group / "memory.swap.max").exists():
             (group / "memory.swap.max").write_text("0")
-        return group, "cgroup.procs"
+        return group
     group = ROOT / "memory" / name                                    # v1
     group.mkdir()
     (group / "memory.limit_in_bytes").write_text(str(limit))
     swap = group / "memory.memsw.limit_in_bytes"
     if swap.exists():
         swap.write_text(str(limit))
-    return group, "cgroup.procs"
+    return group
 
 
 @contextmanager
@@ -45,11 +45,11 @@ def memory_cgroup(limit_bytes: int):
     """Yields ``(preexec_fn, note)``: pass ``preexec_fn`` to ``subprocess``; None when no cap is possible."""
     name = f"qmedsam-eval-{os.getpid()}"
     try:
-        group, procs = _create(name, limit_bytes)
+        group = _create(name, limit_bytes)
     except OSError as e:
         yield None, f"no memory cap ({e.strerror or e}: {ROOT})"
         return
-    target = str(group / procs)
+    target = str(group / "cgroup.procs")
 
     def enter():
         with open(target, "w") as fh:

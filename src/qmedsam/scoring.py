@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.cases import modality_of
 from qmedsam.metrics import LabelScore, label_scores
 
 
@@ -24,12 +25,6 @@ class CaseScore:
     nsd: float
     labels: list[LabelScore] = field(default_factory=list)
     problem: str = ""
-
-
-def modality_of(name: str) -> str:
-    """Second ``_`` field of a challenge name (``3DBox_CT_0566.npz`` -> ``CT``)."""
-    parts = Path(name).stem.split("_")
-    return parts[1] if len(parts) > 2 else "unknown"
 
 
 def _spacing(gt_file, ndim: int) -> tuple[tuple[float, ...], str]:

@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def time_cases(cases: list[Path], work: Path, image: str | None = None, memory: 
     outputs.mkdir(parents=True, exist_ok=True)
     outputs.chmod(0o777)          # the image runs as a non-root user
     runs = []
-    with memory_cgroup(parse_size(memory)) if image is None else _no_cap() as (preexec, note):
+    no_cap = nullcontext((None, "memory capped by docker run -m"))
+    with memory_cgroup(parse_size(memory)) if image is None else no_cap as (preexec, note):
         if image is None:
             log(f"local runs: {note}")
         for i, case in enumerate(progress(cases) if progress else cases):
@@ -108,14 +110,6 @@ def time_cases(cases: list[Path], work: Path, image: str | None = None, memory: 
         for old in inputs.glob("*.npz"):
             old.unlink()
     return runs
-
-
-class _no_cap:
-    def __enter__(self):
-        return None, "memory capped by docker run -m"
-
-    def __exit__(self, *exc):
-        return False
 
 
 def write_csv(runs: list[TimedRun], path: Path) -> None:

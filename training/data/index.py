@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.cases import modality_of
+
 CACHE_NAME = ".qmedsam-index.json"
 VERSION = 1
 
@@ -40,10 +42,7 @@ class Entry:
 def modality_for(rel: str) -> str:
     """First folder level under the root, else the second ``_`` field of the name."""
     parts = Path(rel).parts
-    if len(parts) > 1:
-        return parts[0]
-    fields = Path(rel).stem.split("_")
-    return fields[1] if len(fields) > 2 else "unknown"
+    return parts[0] if len(parts) > 1 else modality_of(rel)
 
 
 def labelled_slices(path: Path) -> tuple[bool, list[int]]:

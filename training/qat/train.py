@@ -154,7 +154,7 @@ def previous_best(out: Path, stage: int) -> dict | None:
 
 
 def export_record(model, float_layers, cfg, history, best) -> dict:
-    return {"model": model.state_dict(), "float_layers": float_layers, "weight_per_channel": False,
+    return {"model": model.state_dict(), "float_layers": float_layers,
             "quant": {"weight_per_channel": QAT_CONFIG.weight_per_channel,
                       "range_aware_inputs": QAT_CONFIG.range_aware_inputs},
             "stages": {"stage": cfg["stage"], "config": cfg, "best": best, "history": history}}

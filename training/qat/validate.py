@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qmedsam.metrics import NSD_DSC_FLOOR, dice, surface_dice
+from qmedsam.metrics import label_scores
 from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
 from training.data.dataset import SliceDataset
 
@@ -42,10 +42,9 @@ def validate(model, index, val_ids, cfg, device) -> dict:
             box = boxes_to_model(np.array([[xs.min(), ys.min(), xs.max(), ys.max()]]), geo)
             emb = model.image_encoder(torch.from_numpy(x).to(device))
             logits = model.decoder()(emb, torch.from_numpy(box).to(device))[0, 0].float().cpu().numpy()
-            pred = logits_to_mask(logits, geo)
-            d = dice(mask, pred)
-            dscs.append(d)
-            nsds.append(surface_dice(mask, pred, spacing) if d > NSD_DSC_FLOOR else 0.0)
+            score = label_scores(mask.astype(np.uint8), logits_to_mask(logits, geo).astype(np.uint8), spacing)[0]
+            dscs.append(score.dsc)
+            nsds.append(score.nsd)
         out[modality] = {"dsc": float(np.mean(dscs)), "nsd": float(np.mean(nsds)), "n": len(samples)}
     mods = [v for v in out.values()]
     out["mean"] = {"dsc": float(np.mean([v["dsc"] for v in mods])) if mods else 0.0,
