@@ -9,6 +9,7 @@ export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 MODELS ?= models
 CKPT ?=
 CALIB ?= 96
+DISTILL ?= 0
 OUT ?= out
 
 .PHONY: setup weights samples demo test test-fast export export-fp32 bench-model clean
@@ -37,7 +38,7 @@ test: $(STAMP) weights
 	$(PY) -m pytest -q -ra
 
 export: $(STAMP) weights
-	$(PY) -m training.export --models $(MODELS) --calib $(CALIB) $(if $(CKPT),--ckpt $(CKPT))
+	$(PY) -m training.export --models $(MODELS) --calib $(CALIB) --distill-steps $(DISTILL) $(if $(CKPT),--ckpt $(CKPT))
 
 export-fp32: $(STAMP) weights
 	$(PY) -m training.export --models $(MODELS) --fp32

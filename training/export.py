@@ -124,6 +124,8 @@ def main(argv=None) -> None:
     ap.add_argument("--calib", type=int, default=96, help="calibration slices for PTQ")
     ap.add_argument("--target", type=float, default=0.97,
                     help="PTQ: mask Dice vs float at which no more layer groups go back to float")
+    ap.add_argument("--distill-steps", type=int, default=0,
+                    help="PTQ: steps of encoder distillation against the float model after calibration")
     args = ap.parse_args(argv)
     weights = ensure_weights(args.weights)
     source = {"path": weights.name, "sha256": sha256_of(weights)}
@@ -138,7 +140,7 @@ def main(argv=None) -> None:
     else:
         from training.ptq_recipe import post_training_quantize
 
-        model, record = post_training_quantize(weights, args.calib, args.target)
+        model, record = post_training_quantize(weights, args.calib, args.target, args.distill_steps)
     folded = export_quant(model, args.models)
     write_manifest(args.models, dict(record, precision="int8", source_checkpoint=source,
                                      onnx={"format": "Brevitas QCDQ", "opset": OPSET,

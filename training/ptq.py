@@ -106,6 +106,19 @@ def calibrate_encoder(qenc: nn.Module, images: list[torch.Tensor]) -> None:
             qenc(x)
 
 
+@torch.no_grad()
+def correct_bias(module: nn.Module, inputs: list[tuple]) -> None:
+    """Brevitas bias correction: each quantized layer's bias absorbs the mean shift its
+    quantization (and everything upstream) adds to its output on ``inputs``.  Layers
+    without a bias (convolutions before a BatchNorm) get one."""
+    from brevitas.graph.calibrate import bias_correction_mode
+
+    module.eval()
+    with bias_correction_mode(module, skip_if_no_bias=False):
+        for args in tqdm(inputs, desc="bias correction", leave=False):
+            module(*args)
+
+
 @dataclass
 class EvalSet:
     """Held-out real images with boxes, and the float model's embeddings and masks for them."""
@@ -149,7 +162,7 @@ def agreement(qenc, fdec, ev: EvalSet) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def choose_float_groups(qenc, fdec, ev: EvalSet, target_dice: float, max_groups: int = 6):
+def choose_float_groups(qenc, fdec, ev: EvalSet, target_dice: float, max_groups: int = 8):
     """Per-group sensitivity (embedding error with only that group int8), then put the most
     sensitive groups back to float, one at a time, until the masks agree with float."""
     leaves = quant_leaves(qenc)

@@ -9,9 +9,17 @@ from training.model.quant_switch import FLOAT, QuantConfig
 
 
 class TokenAttention(nn.Module):
-    """Multi-head attention with separate q/k/v projections and optional width reduction."""
+    """Multi-head attention with separate q/k/v projections and optional width reduction.
 
-    def __init__(self, q: QuantConfig, dim: int, heads: int, downsample_rate: int = 1):
+    ``quantize_softmax=False`` keeps the attention probabilities float: over the 4,096
+    image keys of a token->image attention they are ~1/4096 each, below half a step of
+    any per-tensor 8-bit scale that also covers the peaks, so nearly all round to zero
+    (measured on held-out boxes: decoder mask Dice vs float 0.965 with them int8, 0.984
+    float).  That product is 7 queries wide, a negligible share of the decoder's work.
+    """
+
+    def __init__(self, q: QuantConfig, dim: int, heads: int, downsample_rate: int = 1,
+                 quantize_softmax: bool = True):
         super().__init__()
         inner = dim // downsample_rate
         self.heads = heads
@@ -22,7 +30,7 @@ class TokenAttention(nn.Module):
         self.q_quant = q.operand()
         self.k_quant = q.operand()
         self.v_quant = q.operand()
-        self.attn_quant = q.operand(unsigned=True)
+        self.attn_quant = q.operand(unsigned=True) if quantize_softmax else nn.Identity()
 
     def _heads(self, x):
         n, length, c = x.shape
@@ -57,7 +65,8 @@ class TwoWayBlock(nn.Module):
         super().__init__()
         self.self_attn = TokenAttention(q, dim, heads)
         self.norm1 = nn.LayerNorm(dim)
-        self.cross_attn_token_to_image = TokenAttention(q, dim, heads, downsample_rate=2)
+        self.cross_attn_token_to_image = TokenAttention(q, dim, heads, downsample_rate=2,
+                                                       quantize_softmax=False)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = FeedForward(q, dim, mlp_dim)
         self.norm3 = nn.LayerNorm(dim)
@@ -84,7 +93,8 @@ class TwoWayTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(
             TwoWayBlock(q, dim, heads, mlp_dim, skip_first_pe=(i == 0)) for i in range(depth))
-        self.final_attn_token_to_image = TokenAttention(q, dim, heads, downsample_rate=2)
+        self.final_attn_token_to_image = TokenAttention(q, dim, heads, downsample_rate=2,
+                                                        quantize_softmax=False)
         self.norm_final_attn = nn.LayerNorm(dim)
 
     def forward(self, image, image_pe, tokens):
