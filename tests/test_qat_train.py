@@ -103,7 +103,9 @@ def test_two_process_gloo_ddp_step_equals_one_process_on_the_combined_batch(weig
     """DDP averages the ranks' gradients: one process taking the same step over the combined batch
     (the mean of the per-sample losses, each sample through the network as on its rank) must land
     on the same parameters.  A single batched forward differs only by float summation order inside
-    the kernels (checked to 1e-3 of the update)."""
+    the kernels, which flips a few quantizer roundings downstream (measured: 1e-4 relative at the
+    first quantizer, 1.8 % of the update after the step); a sum instead of a mean is 100 % off and
+    the rank-local gradients this test once caught were 46 % off, so the update is checked to 5 %."""
     out = tmp_path / "ddp.pt"
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), weights, tree, out), nprocs=2, join=True)
     ddp = torch.load(out)
@@ -123,7 +125,7 @@ def test_two_process_gloo_ddp_step_equals_one_process_on_the_combined_batch(weig
     optimise(compute_loss(StudentStep(model), None, batch, cfg, torch.device("cpu"))[0], params, opt, None)
     upd_ddp = torch.cat([(ddp[n] - before[n]).flatten() for n in before])
     upd_one = torch.cat([(p.detach() - before[n]).flatten() for n, p in model.mask_decoder.named_parameters()])
-    assert float((upd_one - upd_ddp).norm() / upd_ddp.norm()) < 1e-3
+    assert float((upd_one - upd_ddp).norm() / upd_ddp.norm()) < 0.05
 
 
 def test_an_interrupted_stage_resumes_where_it_stopped(weights, tree, tmp_path, capsys):
