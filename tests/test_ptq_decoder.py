@@ -39,9 +39,6 @@ def test_token_to_image_softmax_is_the_only_float_operand(weights):
 def test_float_token_to_image_softmax_keeps_decoder_masks_close_to_float(weights, float_model, ct_case):
     """With the float softmax the int8 decoder's masks match the float decoder's far better
     than with an 8-bit one (measured here: mean Dice ~0.99 against ~0.97)."""
-    import brevitas.nn as qnn
-    from brevitas.quant import Uint8ActPerTensorFloat
-
     calib = decoder_calibration_batches(float_model, _pairs(ct_case, CALIB_Z))
     held_out = decoder_calibration_batches(float_model, _pairs(ct_case, EVAL_Z))
     fdec = float_model.decoder()
@@ -51,7 +48,7 @@ def test_float_token_to_image_softmax_keeps_decoder_masks_close_to_float(weights
         dec = build_lite_medsam(weights, PTQ_CONFIG).decoder()
         if quantize_softmax:
             for a in _token_to_image_attentions(dec):
-                a.attn_quant = qnn.QuantIdentity(act_quant=Uint8ActPerTensorFloat, return_quant_tensor=False)
+                a.attn_quant = PTQ_CONFIG.operand(unsigned=True)   # as every other softmax
         calibrate_decoder(dec, calib)
         with torch.no_grad():
             d = [mask_dice(dec(e, b) > 0, fdec(e, b) > 0) for e, b in held_out]

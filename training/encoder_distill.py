@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from qmedsam.preprocess import image_to_tensor
+from training.qat.student import keep_batchnorm_statistics
 
 
 def random_view(img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
@@ -45,20 +46,9 @@ def is_scale(name: str) -> bool:
     return "scaling_impl" in name
 
 
-def freeze_batchnorm(model: nn.Module) -> None:
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 def distill_encoder(qenc: nn.Module, fenc: nn.Module, slices: list[np.ndarray], steps: int,
-                    batch: int = 2, lr: float = 2e-5, scale_lr: float = 2e-4, seed: int = 0,
-                    on_step=None) -> list[float]:
-    """Train ``qenc`` towards ``fenc``'s embeddings; returns the loss of every step.
-
-    ``on_step(step, loss)`` is called after each step (for evaluation / logging).
-    """
+                    batch: int = 2, lr: float = 1e-5, scale_lr: float = 1e-5, seed: int = 0) -> list[float]:
+    """Train ``qenc`` towards ``fenc``'s embeddings; returns the loss of every step."""
     if steps <= 0:
         return []
     rng = np.random.default_rng(seed)
@@ -72,7 +62,8 @@ def distill_encoder(qenc: nn.Module, fenc: nn.Module, slices: list[np.ndarray], 
     base = [g["lr"] for g in opt.param_groups]
     warmup = max(1, steps // 20)
     losses = []
-    freeze_batchnorm(qenc)
+    qenc.train()
+    keep_batchnorm_statistics(qenc)
     bar = tqdm(range(steps), desc="distil encoder", leave=False)
     for step in bar:
         f = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -88,7 +79,5 @@ def distill_encoder(qenc: nn.Module, fenc: nn.Module, slices: list[np.ndarray], 
         opt.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if on_step is not None:
-            on_step(step, losses[-1])
     qenc.eval()
     return losses

@@ -161,6 +161,11 @@ def agreement(qenc, fdec, ev: EvalSet) -> tuple[float, float]:
     return float(np.mean(errs)), float(torch.cat(dices).mean())
 
 
+def as_record(scores: tuple[float, float]) -> dict:
+    """An :func:`agreement` result as the manifest writes it."""
+    return {"embedding_error": round(scores[0], 4), "mask_dice": round(scores[1], 4)}
+
+
 @torch.no_grad()
 def choose_float_groups(qenc, fdec, ev: EvalSet, target_dice: float, max_groups: int = 8):
     """Per-group sensitivity (embedding error with only that group int8), then put the most
@@ -187,16 +192,15 @@ def choose_float_groups(qenc, fdec, ev: EvalSet, target_dice: float, max_groups:
             break
         chosen.append(g)
         current = measure({n for c in chosen for n in by_group[c]})
-        steps.append({"float": list(chosen), "embedding_error": round(current[0], 4),
-                      "mask_dice": round(current[1], 4)})
+        steps.append({"float": list(chosen), **as_record(current)})
     for m in leaves.values():
         set_quant_enabled(m, True)
     float_layers = [n for g in chosen for n in by_group[g]]
-    return {"all_int8": {"embedding_error": round(all_int8[0], 4), "mask_dice": round(all_int8[1], 4)},
+    return {"all_int8": as_record(all_int8),
             "embedding_error_when_only_this_group_is_int8":
                 {k: round(v, 4) for k, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])},
             "greedy_steps": steps, "groups_kept_float": chosen,
-            "final": {"embedding_error": round(current[0], 4), "mask_dice": round(current[1], 4)},
+            "final": as_record(current),
             }, float_layers
 
 

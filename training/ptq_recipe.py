@@ -8,7 +8,7 @@ import torch
 from qmedsam.label_boxes import boxes_from_labels, relabel_consecutive
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
 from training.model.quant_switch import QuantConfig
-from training.ptq import (_tensors, agreement, calibrate_decoder, calibrate_encoder,
+from training.ptq import (_tensors, agreement, as_record, calibrate_decoder, calibrate_encoder,
                           choose_float_groups, correct_bias, decoder_calibration_batches, decoder_error,
                           keep_float, make_eval_set)
 from training.public_data import calibration_slices, ct_chest, nuclei_2d, quadrant
@@ -50,17 +50,13 @@ def held_out_names() -> set[str]:
             | {f"nuclei2d-quad-{i}" for i in EVAL_NUCLEI_QUADS} | {"nuclei2d-full"})
 
 
-def distill(model: LiteMedSAM, fmodel: LiteMedSAM, ev, slices, steps: int) -> dict:
+def distill(model: LiteMedSAM, fmodel: LiteMedSAM, slices, steps: int) -> dict:
     """Optional distillation-only QAT of the int8 encoder (see training/encoder_distill.py)."""
     from training.encoder_distill import distill_encoder
 
-    before = agreement(model.image_encoder, fmodel.decoder(), ev)
     losses = distill_encoder(model.image_encoder, fmodel.image_encoder, slices, steps, **DISTILL_SETTINGS)
-    after = agreement(model.image_encoder, fmodel.decoder(), ev)
     return {"steps": steps, **DISTILL_SETTINGS, "unlabelled_slices": len(slices),
-            "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4),
-            "held_out_before": {"embedding_error": round(before[0], 4), "mask_dice": round(before[1], 4)},
-            "held_out_after": {"embedding_error": round(after[0], 4), "mask_dice": round(after[1], 4)}}
+            "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)}
 
 
 def post_training_quantize(weights: Path, n_calib: int, target_dice: float,
@@ -69,21 +65,21 @@ def post_training_quantize(weights: Path, n_calib: int, target_dice: float,
     fmodel = build_lite_medsam(weights)
     model = build_lite_medsam(weights, PTQ_CONFIG)
     held_out = held_out_names()
-    calib = [s for s in calibration_slices() if s[0] not in held_out][:n_calib]
+    usable = [s for s in calibration_slices() if s[0] not in held_out]
+    calib = usable[:n_calib]
     calibrate_encoder(model.image_encoder, _tensors(calib))
     ev = make_eval_set(fmodel, labelled_pairs(EVAL_CT_SLICES, EVAL_NUCLEI_QUADS))
     report, float_layers = choose_float_groups(model.image_encoder, fmodel.decoder(), ev, target_dice)
     keep_float(model.image_encoder, float_layers)
-    before = agreement(model.image_encoder, fmodel.decoder(), ev)
-    correct_bias(model.image_encoder, [(x,) for x in _tensors(calib[:BIAS_SLICES])])
-    after = agreement(model.image_encoder, fmodel.decoder(), ev)
-    bias_record = {"slices": min(BIAS_SLICES, len(calib)),
-                   "held_out_before": {"embedding_error": round(before[0], 4), "mask_dice": round(before[1], 4)},
-                   "held_out_after": {"embedding_error": round(after[0], 4), "mask_dice": round(after[1], 4)}}
+    bias_slices = calib[:BIAS_SLICES]
+    correct_bias(model.image_encoder, [(x,) for x in _tensors(bias_slices)])
+    corrected = as_record(agreement(model.image_encoder, fmodel.decoder(), ev))
+    # the selection's final score is the agreement of this encoder before correction
+    bias_record = {"slices": len(bias_slices), "held_out_before": report["final"], "held_out_after": corrected}
     distilled = None
     if distill_steps > 0:
-        unlabelled = [img for name, img in calibration_slices() if name not in held_out]
-        distilled = distill(model, fmodel, ev, unlabelled, distill_steps)
+        distilled = dict(distill(model, fmodel, [img for _, img in usable], distill_steps), held_out_before=corrected,
+                         held_out_after=as_record(agreement(model.image_encoder, fmodel.decoder(), ev)))
     dec_pairs = labelled_pairs([z for z in range(2, 32, 4) if z not in EVAL_CT_SLICES], (1, 2))
     batches = decoder_calibration_batches(fmodel, dec_pairs)
     calibrate_decoder(model.decoder(), batches)

@@ -69,6 +69,11 @@ def train_mode(model: nn.Module, stage: int) -> None:
     model.eval()
     for part in trainable_parts(model, stage):
         part.train()
+    keep_batchnorm_statistics(model)
+
+
+def keep_batchnorm_statistics(model: nn.Module) -> None:
+    """Every BatchNorm in eval mode: training batches of 1-4 would spoil the running statistics."""
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.eval()
