@@ -39,7 +39,9 @@ RUN useradd --create-home --uid 1000 qmedsam \
     && chown 1000:1000 /workspace/outputs
 WORKDIR /workspace
 COPY predict.sh ./
+# Only the runtime package (src/qmedsam: what predict.sh runs); its models are its package data.
 COPY src/qmedsam/ ./src/qmedsam/
-COPY models/encoder.xml models/encoder.bin models/decoder.xml models/decoder.bin models/manifest.json ./models/
+COPY models/encoder.xml models/encoder.bin models/decoder.xml models/decoder.bin models/manifest.json \
+     ./src/qmedsam/models/
 USER 1000
 CMD ["/bin/bash", "-c", "sh predict.sh"]

@@ -25,10 +25,10 @@ $(STAMP): requirements.txt requirements-train.txt pyproject.toml
 	touch $@
 
 weights: $(STAMP)
-	$(PY) -m training.weights
+	$(PY) -m tools.weights
 
 samples: $(STAMP)
-	$(PY) -m training.make_samples
+	$(PY) -m tools.make_samples
 
 demo: $(STAMP)
 	$(PY) -m qmedsam.predict -i samples/inputs -o $(OUT)/demo --overlay $(OUT)/demo-overlays
@@ -47,7 +47,7 @@ $(MODELS)/fp32/encoder.xml:
 	$(MAKE) export-fp32
 
 bench-model: $(STAMP) $(MODELS)/fp32/encoder.xml
-	$(PY) -m qmedsam.bench_model --models $(MODELS)
+	$(PY) -m benchmarks.bench_model --models $(MODELS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
@@ -59,14 +59,14 @@ PRECISION ?= int8
 .PHONY: eval time-local bench-metrics
 eval: $(STAMP)
 	$(PY) -m qmedsam.predict -i $(CASES) -o $(OUT)/eval-$(PRECISION)/pred --precision $(PRECISION)
-	$(PY) -m qmedsam.evaluate metrics --gt $(GT) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)
-	$(PY) -m qmedsam.evaluate overlay --gt $(GT) --images $(CASES) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)/overlays
+	$(PY) -m qmedsam_eval metrics --gt $(GT) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)
+	$(PY) -m qmedsam_eval overlay --gt $(GT) --images $(CASES) --pred $(OUT)/eval-$(PRECISION)/pred --out $(OUT)/eval-$(PRECISION)/overlays
 
 bench-metrics: $(STAMP)
-	$(PY) -m qmedsam.bench_metrics
+	$(PY) -m benchmarks.bench_metrics
 
 time-local: $(STAMP)
-	$(PY) -m qmedsam.evaluate time --local --cases $(CASES) --out $(OUT)/time-local
+	$(PY) -m qmedsam_eval time --local --cases $(CASES) --out $(OUT)/time-local
 
 # ---- quantization-aware training (three stages) ----------------------------------------
 DATA ?= out/public-tree/train
@@ -78,7 +78,7 @@ SAMPLES ?=
 TORCHRUN_ARGS ?= --standalone
 .PHONY: public-tree train-all train-demo bench-index  # train-stageN is a pattern rule (never .PHONY)
 public-tree: $(STAMP)
-	$(PY) -m training.make_public_tree --out out/public-tree
+	$(PY) -m tools.make_public_tree --out out/public-tree
 
 train-stage%: $(STAMP) weights
 	$(VENV)/bin/torchrun $(TORCHRUN_ARGS) --nproc_per_node=$(NPROC) -m training.qat.train --stage $* \
@@ -86,7 +86,7 @@ train-stage%: $(STAMP) weights
 	  $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(SAMPLES),--samples $(SAMPLES))
 
 bench-index: $(STAMP)
-	$(PY) -m training.data.bench_index --files $(or $(FILES),2000)
+	$(PY) -m benchmarks.bench_index --files $(or $(FILES),2000)
 
 train-all: train-stage1 train-stage2 train-stage3
 	@echo "QAT checkpoint: $(QAT_OUT)/stage3/best.pt  (make export CKPT=$(QAT_OUT)/stage3/best.pt MODELS=...)"
@@ -99,7 +99,7 @@ train-demo: public-tree $(MODELS)/fp32/encoder.xml
 
 .PHONY: bench-predict
 bench-predict: $(STAMP) $(MODELS)/fp32/encoder.xml
-	$(PY) -m qmedsam.bench_predict
+	$(PY) -m benchmarks.bench_predict
 
 # ---- the submission image -------------------------------------------------------------
 IMAGE ?= qmedsam:latest

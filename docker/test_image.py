@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from qmedsam.bench_predict import large_case  # noqa: E402
-from qmedsam.timing import time_cases  # noqa: E402
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+from benchmarks.bench_predict import large_case  # noqa: E402
+from qmedsam_eval.timing import time_cases  # noqa: E402
 
 
 OFFICIAL_BASE = "python:3.11-slim-bookworm"
@@ -132,6 +132,17 @@ def main(argv=None) -> int:
             check("image size under 400 MB", size < 400e6, detail)
         else:   # the 400 MB target is defined on the official base, which this machine cannot pull
             print(f"INFO image size: {detail}; the 400 MB target applies to {OFFICIAL_BASE}", flush=True)
+
+        listing = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",
+                             "ls /workspace/src; ls /workspace/src/qmedsam/models", capture=True, check=False)
+        check("the image holds the runtime package and its models only",
+              listing.stdout.split() == ["qmedsam", "decoder.bin", "decoder.xml", "encoder.bin", "encoder.xml",
+                                         "manifest.json"], " ".join(listing.stdout.split()))
+        runtime = sorted(p.name for p in (ROOT / "src" / "qmedsam").glob("*.py"))
+        shipped = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",
+                             "cd /workspace/src/qmedsam && ls *.py", capture=True, check=False)
+        check("the image's runtime modules are the checkout's", shipped.stdout.split() == runtime,
+              f"{len(shipped.stdout.split())} modules")
 
         samples = sorted((ROOT / "samples" / "inputs").glob("*.npz"))
         reference = work / "reference"

@@ -2,8 +2,9 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from qmedsam_eval.metrics import dice  # noqa: F401 (the one Dice, for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -12,7 +13,7 @@ MODELS = ROOT / "models"
 
 @pytest.fixture(scope="session")
 def weights():
-    from training.weights import ensure_weights
+    from tools.weights import ensure_weights
 
     return ensure_weights()
 
@@ -26,7 +27,7 @@ def float_model(weights):
 
 @pytest.fixture(scope="session")
 def ct_case():
-    from training.public_data import ct_chest
+    from tools.public_data import ct_chest
 
     return ct_chest()
 
@@ -43,11 +44,11 @@ def quick_int8(weights, tmp_path_factory, ct_case):
     test the export path; `make export` calibrates the committed artifacts properly."""
     import torch
 
-    from qmedsam.label_boxes import boxes_from_labels, relabel_consecutive
+    from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
     from training.export import export_quant
     from training.model.lite_medsam import build_lite_medsam
-    from training.ptq import (_tensors, calibrate_decoder, calibrate_encoder,
-                              decoder_calibration_batches, keep_float)
+    from training.model.surgery import keep_float
+    from training.ptq import _tensors, calibrate_decoder, calibrate_encoder, decoder_calibration_batches
     from training.ptq_recipe import PTQ_CONFIG
 
     torch.manual_seed(0)
@@ -73,8 +74,3 @@ def fp32_dir(float_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("fp32")
     export_float(float_model, out)
     return out
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * np.logical_and(a, b).sum() / s)

@@ -19,13 +19,14 @@ import onnx
 import openvino as ov
 import torch
 
+from qmedsam.engine import DECODER_IO, ENCODER_IO
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
 from training.model.quant_switch import QuantConfig
 from training.onnx_fold import fold_constant_clips
-from training.weights import DEFAULT_PATH, ensure_weights, sha256_of
+from tools.weights import DEFAULT_PATH, ensure_weights, sha256_of
 
-ENC_IO = (["image"], ["image_embedding"])
-DEC_IO = (["image_embedding", "boxes"], ["low_res_masks"])
+ENC_IO = tuple(list(names) for names in ENCODER_IO)     # the names the runtime binds by
+DEC_IO = tuple(list(names) for names in DECODER_IO)
 DEC_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}}
 OPSET = 17
 
@@ -100,7 +101,7 @@ def write_manifest(folder: Path, record: dict) -> None:
 
 def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
     """A quantized model from a QAT checkpoint ({'model': state, 'float_layers': [...]})."""
-    from training.ptq import keep_float
+    from training.model.surgery import keep_float
 
     blob = torch.load(str(ckpt), map_location="cpu", weights_only=False)
     state = blob.get("model", blob)

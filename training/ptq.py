@@ -8,7 +8,6 @@ until the int8 masks agree with the float masks on held-out real boxes.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,75 +16,8 @@ from torch import nn
 from tqdm import tqdm
 
 from qmedsam.preprocess import boxes_to_model, image_to_tensor
-
-
-def quant_leaves(model: nn.Module) -> dict[str, nn.Module]:
-    """Every Brevitas layer / operand quantizer, by qualified name."""
-    import brevitas.nn as qnn
-
-    kinds = (qnn.QuantConv2d, qnn.QuantLinear, qnn.QuantConvTranspose2d, qnn.QuantIdentity)
-    return {n: m for n, m in model.named_modules() if isinstance(m, kinds)}
-
-
-def set_quant_enabled(module: nn.Module, enabled: bool) -> None:
-    for proxy in ("input_quant", "weight_quant", "act_quant"):
-        p = getattr(module, proxy, None)
-        if p is not None and hasattr(p, "disable_quant"):
-            p.disable_quant = not enabled
-
-
-def to_float_layer(m: nn.Module) -> nn.Module:
-    """A plain torch layer with the same parameters as a Brevitas layer."""
-    import brevitas.nn as qnn
-
-    if isinstance(m, qnn.QuantIdentity):
-        return nn.Identity()
-    if isinstance(m, qnn.QuantConvTranspose2d):
-        f = nn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
-                               bias=m.bias is not None)
-    elif isinstance(m, qnn.QuantConv2d):
-        f = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                      groups=m.groups, bias=m.bias is not None)
-    elif isinstance(m, qnn.QuantLinear):
-        f = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    else:
-        raise TypeError(type(m))
-    f.weight.data.copy_(m.weight.data)
-    if m.bias is not None:
-        f.bias.data.copy_(m.bias.data)
-    return f
-
-
-def keep_float(model: nn.Module, names: list[str]) -> None:
-    """Replace the named quantized leaves by float layers (in place)."""
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, to_float_layer(getattr(parent, child)))
-
-
-# Group names: a leaf belongs to the first pattern that matches its name.
-ENCODER_GROUPS = [
-    ("patch_embed", r"^patch_embed\."),
-    ("stage0.mbconv", r"^layers\.0\.blocks\."),
-    ("merge0", r"^layers\.0\.downsample\."),
-    ("merge1", r"^layers\.1\.downsample\."),
-    ("merge2", r"^layers\.2\.downsample\."),
-    *[(f"stage{s}.{part}", rf"^layers\.{s}\.blocks\.\d+\.{pat}")
-      for s in (1, 2, 3)
-      for part, pat in (("attn.linear", r"attn\.(qkv|proj)$"),
-                        ("attn.matmul", r"attn\.(q|k|v|attn)_quant$"),
-                        ("local_conv", r"local_conv\."),
-                        ("mlp", r"mlp\."))],
-    ("neck", r"^neck\."),
-]
-
-
-def group_of(name: str, groups=ENCODER_GROUPS) -> str:
-    for g, pat in groups:
-        if re.search(pat, name):
-            return g
-    return "other"
+from qmedsam_eval.metrics import dice
+from training.model.surgery import group_of, quant_leaves, set_quant_enabled
 
 
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -144,10 +76,8 @@ def make_eval_set(fmodel, pairs) -> EvalSet:
 
 
 def mask_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-mask Dice of (B, 1, H, W) boolean masks (1 when both are empty)."""
-    inter = (a & b).sum(dim=(1, 2, 3)).float()
-    total = (a.sum(dim=(1, 2, 3)) + b.sum(dim=(1, 2, 3))).float()
-    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+    """Per-mask Dice of (B, 1, H, W) boolean masks (the evaluation's Dice: 1 when both are empty)."""
+    return torch.tensor([dice(x, y) for x, y in zip(a.cpu().numpy(), b.cpu().numpy())])
 
 
 @torch.no_grad()

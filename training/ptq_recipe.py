@@ -5,13 +5,14 @@ from pathlib import Path
 
 import torch
 
-from qmedsam.label_boxes import boxes_from_labels, relabel_consecutive
+from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
 from training.model.quant_switch import QuantConfig
 from training.ptq import (_tensors, agreement, as_record, calibrate_decoder, calibrate_encoder,
                           choose_float_groups, correct_bias, decoder_calibration_batches, decoder_error,
-                          keep_float, make_eval_set)
-from training.public_data import calibration_slices, ct_chest, nuclei_2d, quadrant
+                          make_eval_set)
+from training.model.surgery import keep_float
+from tools.public_data import calibration_slices, ct_chest, nuclei_2d, quadrant
 
 EVAL_CT_SLICES = (6, 14, 22, 30)       # wide-window axial CT slices held out from calibration
 EVAL_NUCLEI_QUADS = (0, 3)

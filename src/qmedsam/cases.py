@@ -30,7 +30,7 @@ class Case:
 
     @property
     def is_3d(self) -> bool:
-        return self.name.startswith("3D")
+        return is_3d_name(self.name)
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -39,6 +39,17 @@ class Case:
     @property
     def label_dtype(self):
         return label_dtype(len(self.boxes))
+
+
+def is_3d_name(name: str) -> bool:
+    """The contract's rule: a case is 3D when its file name starts with ``3D``."""
+    return Path(name).name.startswith("3D")
+
+
+def box_xy(boxes: np.ndarray) -> np.ndarray:
+    """The in-plane [x0, y0, x1, y1] columns of 3D boxes [x0, y0, z0, x1, y1, z1] (2D boxes as they are)."""
+    boxes = np.asarray(boxes)
+    return boxes[:, [0, 1, 3, 4]] if boxes.shape[-1] == 6 else boxes
 
 
 def modality_of(name: str) -> str:
@@ -113,7 +124,7 @@ def load_case(path: str | Path) -> Case:
         raise CaseError(f"unreadable npz ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     name = path.name
     image = _as_uint8(np.asarray(image))
-    if name.startswith("3D"):
+    if is_3d_name(name):
         if image.ndim != 3 or min(image.shape) < 1:
             raise CaseError(f"3D case imgs has shape {image.shape}, expected (D, H, W)")
         d, h, w = image.shape

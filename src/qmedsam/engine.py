@@ -1,78 +1,108 @@
-"""OpenVINO encoder/decoder pair, compiled for CPU with a persistent compile cache."""
+"""OpenVINO encoder/decoder pair, compiled for CPU with a persistent compile cache.
+
+Inputs and outputs are bound by the tensor names ``make export`` gives the graphs
+(:data:`ENCODER_IO`, :data:`DECODER_IO`; ``training/export.py`` imports them from here).
+"""
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
 
+ENCODER_IO = (("image",), ("image_embedding",))
+DECODER_IO = (("image_embedding", "boxes"), ("low_res_masks",))
+FLOAT_OPS = ("auto", "f32", "bf16")
 
-def usable_cache_dir(path: Path | None) -> Path | None:
-    """The cache folder if it can be created and written, else None (with a warning)."""
-    if path is None:
-        return None
+
+class EngineError(RuntimeError):
+    """The models cannot be loaded or compiled; the message is one line."""
+
+
+def float_ops_for(precision: str, requested: str = "auto") -> str:
+    """Precision of the operations the models leave in float.
+
+    ``auto`` lets OpenVINO choose for int8 models (bf16 on CPUs with native bf16, else f32)
+    but keeps the float models in f32, so that 'fp32' means f32 arithmetic."""
+    if requested not in FLOAT_OPS:
+        raise ValueError(f"float ops {requested!r} not in {FLOAT_OPS}")
+    return "f32" if precision == "fp32" and requested == "auto" else requested
+
+
+def cache_problem(path: Path) -> str | None:
+    """None when ``path`` can hold the compile cache (created if need be), else the reason."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
+        probe = path / f".write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-        return path
-    except OSError as e:
-        print(f"qmedsam: warning: compile cache {path} not writable ({e.strerror}); "
-              "running without cache", file=sys.stderr)
         return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
+def _check_names(model, kind: str, io: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
+    have = ({n for p in model.inputs for n in p.get_names()}, {n for p in model.outputs for n in p.get_names()})
+    for side, want, got in (("input", io[0], have[0]), ("output", io[1], have[1])):
+        missing = [n for n in want if n not in got]
+        if missing:
+            raise EngineError(f"{kind} model has no {side} named {', '.join(missing)} "
+                              f"(has {', '.join(sorted(got)) or 'none'}): re-export it with `make export`")
 
 
 class Engine:
-    """Encoder (1,3,256,256)->(1,256,64,64) and decoder (emb, boxes (B,1,4))->(B,1,256,256)."""
+    """Encoder image (1,3,256,256) -> image_embedding (1,256,64,64); decoder (image_embedding,
+    boxes (B,1,4)) -> low_res_masks (B,1,256,256)."""
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None, threads: int = 0,
-                 hint: str = "LATENCY", float_precision: str = "f32"):
-        """``float_precision``: 'f32', 'bf16', or 'auto' (OpenVINO's default for the CPU:
-        bf16 where the CPU has native bf16, else f32) for the operations left in float."""
+                 hint: str = "LATENCY", float_precision: str = "auto"):
+        """``float_precision``: 'auto' (OpenVINO's choice for the CPU, what the predictor ships
+        with for int8), 'f32' or 'bf16', for the operations left in float; see
+        :func:`float_ops_for`.  ``cache_dir`` must be usable (:func:`cache_problem`) or None."""
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
 
         core = ov.Core()
-        self.cache_dir = usable_cache_dir(cache_dir)
-        if self.cache_dir is not None:
-            core.set_property({props.cache_dir: str(self.cache_dir)})
+        self.cache_dir = cache_dir
+        if cache_dir is not None:
+            core.set_property({props.cache_dir: str(cache_dir)})
         config = {hints.performance_mode: getattr(hints.PerformanceMode, hint)}
         if float_precision != "auto":
             config[hints.inference_precision] = float_precision
         if threads:
             config[props.inference_num_threads] = int(threads)
-        # paths (not ov.Model objects) let a warm cache skip reading the IR entirely
-        self.encoder = core.compile_model(str(model_dir / "encoder.xml"), "CPU", config)
-        self.decoder = core.compile_model(str(model_dir / "decoder.xml"), "CPU", config)
+        try:
+            # paths (not ov.Model objects) let a warm cache skip reading the IR entirely
+            self.encoder = core.compile_model(str(model_dir / "encoder.xml"), "CPU", config)
+            self.decoder = core.compile_model(str(model_dir / "decoder.xml"), "CPU", config)
+        except RuntimeError as e:
+            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
+        _check_names(self.encoder, "encoder", ENCODER_IO)
+        _check_names(self.decoder, "decoder", DECODER_IO)
         self.loaded_from_cache = all(
             bool(m.get_property(props.loaded_from_cache)) for m in (self.encoder, self.decoder))
         self._enc = [self.encoder.create_infer_request() for _ in range(2)]
         self._dec = self.decoder.create_infer_request()
         self._next = 0
-        self.first_output_age: float | None = None   # process age at the first embedding
 
     def start_encode(self, tensor: np.ndarray):
         """Start encoding asynchronously; returns a handle for :meth:`finish_encode`."""
         req = self._enc[self._next]
         self._next ^= 1
-        req.start_async({0: tensor})
+        req.start_async({ENCODER_IO[0][0]: tensor})
         return req
 
     def finish_encode(self, handle) -> np.ndarray:
         handle.wait()
-        out = handle.get_output_tensor(0).data.copy()
-        if self.first_output_age is None:
-            from qmedsam.proc_clock import process_age
-
-            self.first_output_age = process_age()
-        return out
+        return handle.get_tensor(ENCODER_IO[1][0]).data.copy()
 
     def encode(self, tensor: np.ndarray) -> np.ndarray:
         return self.finish_encode(self.start_encode(tensor))
 
     def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space."""
-        self._dec.infer({0: embedding, 1: np.ascontiguousarray(boxes, dtype=np.float32)})
-        return self._dec.get_output_tensor(0).data.copy()
+        emb_name, boxes_name = DECODER_IO[0]
+        self._dec.infer({emb_name: embedding, boxes_name: np.ascontiguousarray(boxes, dtype=np.float32)})
+        return self._dec.get_tensor(DECODER_IO[1][0]).data.copy()

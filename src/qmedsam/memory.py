@@ -39,14 +39,13 @@ def current_rss_bytes() -> int:
         return peak_rss_bytes()
 
 
-def auto_block_size(height: int, width: int, limit: int | None = None) -> int:
+def auto_block_size(height: int, width: int, limit: int, resident: int) -> int:
     """Boxes per decoder call so that the decoder stays within a quarter of free memory.
 
-    The full-resolution label map and image are counted as already resident;
-    the per-box cost is the decoder's working set, not the image size, since
-    masks are pasted block by block over their positive windows only.
+    ``limit`` is what the process may use (:func:`memory_limit`), ``resident`` what it
+    holds already (:func:`current_rss_bytes`); the full-resolution label map and image
+    (4 bytes a pixel) come on top.  The per-box cost is the decoder's working set, not the
+    image size, since masks are pasted block by block over their positive windows only.
     """
-    limit = memory_limit() if limit is None else limit
-    resident = current_rss_bytes() + 4 * height * width
-    budget = max(limit - resident, 0) // 4
+    budget = max(limit - resident - 4 * height * width, 0) // 4
     return int(max(1, min(MAX_BLOCK, budget // DECODER_BYTES_PER_BOX)))

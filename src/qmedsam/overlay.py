@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.cases import box_xy
+from qmedsam.plan3d import middle_slice
 from qmedsam.png import write_png
 from qmedsam.preprocess import to_rgb
 from qmedsam.resize import resize_nearest
@@ -64,11 +66,11 @@ def case_overlay(image: np.ndarray, seg: np.ndarray, boxes: np.ndarray, is_3d: b
     if not is_3d:
         canvas = montage([draw(image, seg, boxes)])
     else:
-        mids = sorted({int((b[2] + b[5]) // 2) for b in boxes}) or [image.shape[0] // 2]
+        mids = sorted({middle_slice(int(b[2]), int(b[5])) for b in boxes}) or [image.shape[0] // 2]
         pick = [mids[int(i)] for i in np.linspace(0, len(mids) - 1, min(max_tiles, len(mids)))]
         tiles = []
         for z in dict.fromkeys(pick):
-            on = boxes[(boxes[:, 2] <= z) & (boxes[:, 5] >= z)][:, [0, 1, 3, 4]]
+            on = box_xy(boxes[(boxes[:, 2] <= z) & (boxes[:, 5] >= z)])
             tiles.append(draw(image[z], seg[z], on))
         canvas = montage(tiles)
     write_png(path, canvas)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.atomic import replacing
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -28,8 +30,5 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_bytes(encode_png(rgb))
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        tmp.write_bytes(encode_png(rgb))

@@ -2,9 +2,12 @@
 
 Organiser usage (inside the image): ``sh predict.sh`` ==
 ``python -m qmedsam.predict -i /workspace/inputs -o /workspace/outputs``.
-A case that cannot be read or trusted is reported on stderr in one line naming
-the file and the reason; the other cases still run; the exit status is 1 if any
-case failed.  Outputs are written atomically.
+Start-up problems (no inputs folder, unwritable outputs, models missing or not
+compilable, bad options) stop the run before the first case with one line on
+stderr and exit status 2.  A case that cannot be read or trusted is reported in
+one line naming the file and the reason; the other cases still run; the exit
+status is then 1.  Each case gets one line on stderr (``-q`` keeps only errors),
+and a last line sums up.  Outputs are written atomically.
 """
 from __future__ import annotations
 
@@ -16,15 +19,29 @@ from pathlib import Path
 
 from qmedsam.atomic import save_segs, save_text
 from qmedsam.cases import CaseError, load_case
-from qmedsam.memory import auto_block_size, peak_rss_bytes
+from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
+from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit, peak_rss_bytes
+from qmedsam.model_dir import default_models, model_dir
 
-PACKAGE_MODELS = Path(__file__).resolve().parents[2] / "models"
 CACHE_NAME = ".qmedsam-cache"
 CSV_HEADER = "case,seconds,boxes,slices_encoded,decoder_calls,peak_rss_mb,status\n"
 
 
 def _env(name: str, default):
     return os.environ.get(name, default)
+
+
+def max_boxes_option(text: str) -> int | str:
+    """'auto' or a positive whole number (argparse type of ``--max-boxes``)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a positive whole number")
+    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,15 +51,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("-o", "--outputs", type=Path,
                     default=Path(_env("QMEDSAM_OUTPUTS", "/workspace/outputs")),
                     help="folder for <case>.npz results [env QMEDSAM_OUTPUTS, default /workspace/outputs]")
-    ap.add_argument("--models", type=Path, default=Path(_env("QMEDSAM_MODELS", PACKAGE_MODELS)),
-                    help="folder with encoder.xml/decoder.xml (int8); fp32 uses MODELS/fp32 "
-                         "[env QMEDSAM_MODELS]")
+    ap.add_argument("--models", type=Path, default=default_models(),
+                    help="folder with encoder/decoder .xml/.bin (int8); fp32 uses MODELS/fp32 "
+                         "[env QMEDSAM_MODELS, default: the package's own models]")
     ap.add_argument("--precision", choices=("int8", "fp32"), default=_env("QMEDSAM_PRECISION", "int8"),
                     help="int8 models (default) or the float models in MODELS/fp32")
     ap.add_argument("--cache", default=_env("QMEDSAM_CACHE", ""),
                     help="OpenVINO compile-cache folder; default OUTPUTS/.qmedsam-cache, which persists "
                          "between organiser runs; 'none' disables caching [env QMEDSAM_CACHE]")
-    ap.add_argument("--max-boxes", default=_env("QMEDSAM_MAX_BOXES", "auto"),
+    ap.add_argument("--max-boxes", type=max_boxes_option, default=_env("QMEDSAM_MAX_BOXES", "auto"),
                     help="boxes per decoder call: a number, or 'auto' to size blocks from the memory "
                          "limit (cgroup or physical) and the image size")
     ap.add_argument("--mode-3d", choices=("fixed", "propagate"), default=_env("QMEDSAM_MODE_3D", "fixed"),
@@ -52,42 +69,81 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="OpenVINO inference threads (0: all cores)")
     ap.add_argument("--hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY",
                     help="OpenVINO performance hint")
-    ap.add_argument("--float-ops", choices=("auto", "f32", "bf16"), default="auto",
+    ap.add_argument("--float-ops", choices=FLOAT_OPS, default="auto",
                     help="precision of the operations the int8 models leave in float: auto (default) lets "
                          "OpenVINO use bf16 on CPUs with native bf16, else f32; --precision fp32 always "
                          "runs in f32 unless bf16 is asked for")
     ap.add_argument("--no-overlap", dest="overlap", action="store_false",
                     help="do not encode the next slice while decoding the current one")
-    ap.add_argument("-v", "--verbose", action="store_true", help="report start-up and per-case details")
+    talk = ap.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="store_true", help="also report start-up details")
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="no per-case lines (errors and the closing summary still print)")
     ap.add_argument("--overlay", type=Path, default=None,
                     help="also write one PNG montage per case to this folder (off by default)")
     return ap.parse_args(argv)
 
 
+def _say(text: str) -> None:
+    print(f"qmedsam: {text}", file=sys.stderr, flush=True)
+
+
 def _cache_dir(args) -> Path | None:
     if args.cache.lower() == "none":
         return None
-    return Path(args.cache) if args.cache else args.outputs / CACHE_NAME
+    path = Path(args.cache) if args.cache else args.outputs / CACHE_NAME
+    problem = cache_problem(path)
+    if problem:
+        _say(f"warning: compile cache {path} not writable ({problem}); running without cache")
+        return None
+    return path
 
 
-def _error(name: str, reason: str) -> None:
-    print(f"qmedsam: {name}: {reason}", file=sys.stderr, flush=True)
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def start(args):
+    """Everything checked once before the first case: folders, models, cache, the compiled engine.
+    Returns (cases, engine); raises :class:`EngineError` or ``OSError`` with a one-line reason."""
+    if not args.inputs.is_dir():
+        raise EngineError(f"{args.inputs}: inputs folder not found")
+    try:
+        args.outputs.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EngineError(f"{args.outputs}: cannot create outputs folder ({e.strerror})") from None
+    if not os.access(args.outputs, os.W_OK):
+        raise EngineError(f"{args.outputs}: outputs folder not writable")
+    models = model_dir(args.models, args.precision)
+    cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
+    if not cases:
+        return cases, None
+    from qmedsam.engine import Engine
+
+    t = time.perf_counter()
+    cache = _cache_dir(args)
+    engine = Engine(models, cache, threads=args.threads, hint=args.hint,
+                    float_precision=float_ops_for(args.precision, args.float_ops))
+    if args.verbose:
+        _say(f"models ready in {time.perf_counter() - t:.2f} s "
+             f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'})")
+    return cases, engine
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.inputs.is_dir():
-        _error(str(args.inputs), "inputs folder not found")
-        return 2
+    t_start = time.perf_counter()
     try:
-        args.outputs.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        _error(str(args.outputs), f"cannot create outputs folder ({e.strerror})")
+        cases, engine = start(args)
+    except EngineError as e:
+        _say(str(e))
         return 2
-    cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if not cases:
-        print(f"qmedsam: no *.npz cases in {args.inputs}", file=sys.stderr)
-    engine = None
+        _say(f"no *.npz cases in {args.inputs}")
+        return 0
+    from qmedsam.segment import Options, segment_case
+
+    limit = memory_limit()
     rows, failed = [], 0
     for path in cases:
         t0 = time.perf_counter()
@@ -95,23 +151,19 @@ def main(argv=None) -> int:
         try:
             case = load_case(path)
             n_boxes = len(case.boxes)
-            if engine is None:
-                t_models = time.perf_counter()
-                engine = _make_engine(args)
-                if args.verbose:
-                    print(f"qmedsam: models ready in {time.perf_counter() - t_models:.2f} s "
-                          f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; "
-                          f"cache: {engine.cache_dir or 'off'})", file=sys.stderr)
-            from qmedsam.segment import Options, segment_case
-
             h, w = case.image.shape[1:3] if case.is_3d else case.image.shape[:2]
-            block = auto_block_size(h, w) if args.max_boxes == "auto" else max(1, int(args.max_boxes))
+            block = (auto_block_size(h, w, limit, current_rss_bytes()) if args.max_boxes == "auto"
+                     else args.max_boxes)
             seg, stats = segment_case(case, engine, Options(max_boxes=block, mode_3d=args.mode_3d,
                                                             overlap=args.overlap))
             save_segs(args.outputs / path.name, seg)
-            if args.verbose and engine.first_output_age is not None and rows == []:
-                print(f"qmedsam: first encoder output {engine.first_output_age:.2f} s after process start",
-                      file=sys.stderr)
+            if args.verbose and not rows and stats.first_embedding_at is not None:
+                from qmedsam.proc_clock import process_age
+
+                age = process_age()
+                if age is not None:
+                    _say(f"first encoder output {age - (time.perf_counter() - stats.first_embedding_at):.2f} s "
+                         "after process start")
             if args.overlay is not None:
                 from qmedsam.overlay import case_overlay
 
@@ -119,27 +171,22 @@ def main(argv=None) -> int:
         except CaseError as e:
             failed += 1
             status = "error"
-            _error(path.name, str(e))
+            _say(f"{path.name}: {e}")
         except Exception as e:  # a fault in one case must not stop the others
             failed += 1
             status = "error"
-            _error(path.name, f"{type(e).__name__}: {e}")
+            _say(f"{path.name}: {type(e).__name__}: {e}")
         seconds = time.perf_counter() - t0
-        rows.append(f"{path.name},{seconds:.3f},{n_boxes},{stats.slices_encoded if stats else 0},"
+        encoded = stats.slices_encoded if stats else 0
+        if status == "ok" and not args.quiet:
+            _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')} encoded, "
+                 f"{seconds:.2f} s")
+        rows.append(f"{path.name},{seconds:.3f},{n_boxes},{encoded},"
                     f"{stats.decoder_calls if stats else 0},{peak_rss_bytes() / 2**20:.0f},{status}\n")
         save_text(args.outputs / "efficiency.csv", CSV_HEADER + "".join(rows))
+    _say(f"{_count(len(cases), 'case', 'cases')}: {len(cases) - failed} ok, {failed} failed, "
+         f"{time.perf_counter() - t_start:.2f} s in all")
     return 1 if failed else 0
-
-
-def _make_engine(args):
-    from qmedsam.engine import Engine
-
-    models = args.models / "fp32" if args.precision == "fp32" else args.models
-    if not (models / "encoder.xml").is_file():
-        raise CaseError(f"models not found in {models} (run `make export`"
-                        f"{'-fp32' if args.precision == 'fp32' else ''})")
-    float_ops = "f32" if args.precision == "fp32" and args.float_ops == "auto" else args.float_ops
-    return Engine(models, _cache_dir(args), threads=args.threads, hint=args.hint, float_precision=float_ops)
 
 
 if __name__ == "__main__":

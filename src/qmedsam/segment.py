@@ -1,11 +1,12 @@
 """Segmenting one case: 2D images, and 3D volumes in 'fixed' or 'propagate' mode."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from qmedsam.cases import Case
+from qmedsam.cases import Case, box_xy
 from qmedsam.embedding_store import EmbeddingStore
 from qmedsam.masks import paste_mask, positive_bounds
 from qmedsam.plan3d import fixed_plan, propagation_plan
@@ -26,24 +27,33 @@ class Options:
 class Stats:
     decoder_calls: int = 0
     encoded: list[int] = field(default_factory=list)     # slice indices, in encoding order
+    first_embedding_at: float | None = None               # time.perf_counter() of the first embedding
 
     @property
     def slices_encoded(self) -> int:
         return len(self.encoded)
 
+    def note_encoded(self, z: int) -> None:
+        if self.first_embedding_at is None:
+            self.first_embedding_at = time.perf_counter()
+        self.encoded.append(z)
 
-def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats):
-    """Decode boxes in blocks of at most ``max_boxes``; paste each block before the next."""
+
+def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, follow: bool = False):
+    """Decode boxes in blocks of at most ``max_boxes``; paste each block before the next, so only
+    one block's logits are ever held.  With ``follow``, returns each box's next propagation
+    prompt (from its low-res mask; None where the mask is empty)."""
     new_h, new_w = geo.resized
-    logits_out = []
+    prompts = [] if follow else None
     for s in range(0, len(boxes256), opts.max_boxes):
         logits = engine.decode(emb, boxes256[s:s + opts.max_boxes])
         stats.decoder_calls += 1
         for k in range(logits.shape[0]):
             crop = logits[k, 0, :new_h, :new_w]
             paste_mask(seg2d, crop, int(labels[s + k]))
-            logits_out.append(crop)
-    return logits_out
+            if follow:
+                prompts.append(_prompt_from_logits(crop))
+    return prompts
 
 
 def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
@@ -52,7 +62,7 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         return seg
     tensor, geo = image_to_tensor(case.image)
     emb = engine.encode(tensor)
-    stats.encoded.append(0)
+    stats.note_encoded(0)
     _decode_and_paste(engine, emb, boxes_to_model(case.boxes, geo), np.arange(1, len(case.boxes) + 1),
                       seg, geo, opts, stats)
     return seg
@@ -72,7 +82,7 @@ def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats):
         more = i + 1 < len(zs)
         if overlap and more:
             pending = start(zs[i + 1])
-        stats.encoded.append(z)
+        stats.note_encoded(z)
         yield z, emb
         if not overlap and more:
             pending = start(zs[i + 1])
@@ -83,7 +93,7 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndar
     if len(case.boxes) == 0:
         return seg
     geo = Geometry(*case.image.shape[1:])
-    boxes256 = boxes_to_model(case.boxes[:, [0, 1, 3, 4]], geo)
+    boxes256 = boxes_to_model(box_xy(case.boxes), geo)
     plan = fixed_plan(case.boxes)
     for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats):
         idx = np.asarray(plan[z])
@@ -114,7 +124,7 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats) -> np.
     if len(case.boxes) == 0:
         return seg
     geo = Geometry(*case.image.shape[1:])
-    base = boxes_to_model(case.boxes[:, [0, 1, 3, 4]], geo)[:, 0]
+    base = boxes_to_model(box_xy(case.boxes), geo)[:, 0]
     plan = propagation_plan(case.boxes)
     reused = plan.reused()
     prompt_up = base.copy()
@@ -126,10 +136,9 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats) -> np.
                 if keep(z):
                     store.put(z, emb)
                 idx = np.asarray(plan.up[z] if prompts is prompt_up else plan.down[z])
-                crops = _decode_and_paste(engine, emb, prompts[idx][:, None, :], idx + 1, seg[z], geo,
-                                          opts, stats)
-                for i, crop in zip(idx, crops):
-                    nxt = _prompt_from_logits(crop)
+                following = _decode_and_paste(engine, emb, prompts[idx][:, None, :], idx + 1, seg[z], geo,
+                                              opts, stats, follow=True)
+                for i, nxt in zip(idx, following):
                     prompts[i] = base[i] if nxt is None else nxt
                     if prompts is prompt_up and z == plan.middle[i]:
                         prompt_down[i] = prompts[i]     # the downward chain starts from the middle mask

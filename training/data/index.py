@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.atomic import replacing
 from qmedsam.cases import modality_of
 
 CACHE_NAME = ".qmedsam-index.json"
@@ -168,10 +169,8 @@ def build_index(root: Path, workers: int | None = None, progress: bool = True) -
         entries.sort(key=lambda e: e.path)
         blob = {"version": VERSION, "entries": [e.__dict__ for e in entries]}
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + f".{os.getpid()}.part")
-            tmp.write_text(json.dumps(blob, separators=(",", ":")))
-            tmp.replace(cache)
+            with replacing(cache) as tmp:
+                tmp.write_text(json.dumps(blob, separators=(",", ":")))
         except OSError as e:
             warnings.warn(f"index cache not written ({e})", stacklevel=2)
     return SliceIndex(root, entries, skipped)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from qmedsam.predict import main as predict
-from qmedsam.score_report import by_modality
-from qmedsam.scoring import score_folder
+from qmedsam_eval.score_report import by_modality
+from qmedsam_eval.scoring import score_folder
 
 
 def main(argv=None) -> int:

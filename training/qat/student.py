@@ -11,7 +11,6 @@ a DDP step equal to a single-process step over the combined batch).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,19 +18,9 @@ from torch import nn
 
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
 from training.model.quant_switch import QuantConfig
-from training.ptq import keep_float, quant_leaves, set_quant_enabled
+from training.model.surgery import keep_float, layers_in_groups, quant_leaves, set_quant_enabled
 
 QAT_CONFIG = QuantConfig(enabled=True, weight_per_channel=False, range_aware_inputs=True)
-MANIFEST = Path(__file__).resolve().parents[2] / "models" / "manifest.json"
-
-
-def float_layers_from(setting) -> list[str]:
-    """'manifest' (the layers the committed int8 models keep float), 'none', or a list of names."""
-    if setting in (None, "none"):
-        return []
-    if setting == "manifest":
-        return list(json.loads(MANIFEST.read_text()).get("float_layers", []))
-    return list(setting)
 
 
 def set_decoder_quant(model: LiteMedSAM, enabled: bool) -> None:
@@ -39,13 +28,16 @@ def set_decoder_quant(model: LiteMedSAM, enabled: bool) -> None:
         set_quant_enabled(leaf, enabled)
 
 
-def build_student(weights: Path, float_layers: list[str], stage: int, init: dict | None = None) -> LiteMedSAM:
+def build_student(weights: Path, float_groups, stage: int, init: dict | None = None) -> tuple[LiteMedSAM, list[str]]:
+    """The quantized student with the named encoder groups (``ptq`` group names, e.g. the
+    ``groups_kept_float`` of a PTQ manifest) in float; returns it and those layers' names."""
     model = build_lite_medsam(weights, QAT_CONFIG)
+    float_layers = layers_in_groups(model.image_encoder, float_groups)
     keep_float(model.image_encoder, float_layers)
     if init is not None:
         load_state(model, init)
     set_decoder_quant(model, stage >= 2)
-    return model
+    return model, float_layers
 
 
 def trainable_parts(model: LiteMedSAM, stage: int) -> list[nn.Module]:

@@ -15,20 +15,23 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from qmedsam.atomic import replacing, save_text
+
 from training.data.dataset import Augment, SliceDataset
 from training.data.index import build_index
 from training.data.sampler import BalancedSampler, samples_per_modality
 from training.model.lite_medsam import load_state
 from training.qat.losses import distillation_loss, mask_iou, segmentation_loss
-from training.qat.student import (QAT_CONFIG, StudentStep, Teacher, build_student, float_layers_from,
+from training.qat.student import (QAT_CONFIG, StudentStep, Teacher, build_student,
                                   freeze_for_stage, train_mode)
-from training.weights import DEFAULT_PATH, ensure_weights
+from tools.weights import DEFAULT_PATH, ensure_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -160,6 +163,70 @@ def export_record(model, float_layers, cfg, history, best) -> dict:
             "stages": {"stage": cfg["stage"], "config": cfg, "best": best, "history": history}}
 
 
+@dataclass
+class Stage:
+    """One stage's training state: the student, what it trains, its teacher and optimiser."""
+
+    stage: int
+    model: torch.nn.Module
+    float_layers: list[str]
+    params: list
+    step_module: torch.nn.Module        # StudentStep, DDP-wrapped when distributed
+    teacher: Teacher | None
+    optim: torch.optim.Optimizer
+    cfg: dict
+    device: torch.device
+
+    def loss(self, batch):
+        """(total, segmentation, distillation) loss of a batch, under bf16 autocast on CUDA when asked."""
+        amp = (torch.autocast("cuda", dtype=torch.bfloat16)
+               if self.cfg.get("amp") and self.device.type == "cuda" else nullcontext())
+        with amp:
+            return compute_loss(self.step_module, self.teacher, batch, self.cfg, self.device)
+
+    def update(self, loss) -> None:
+        optimise(loss, self.params, self.optim, self.cfg["optimizer"].get("clip_grad_norm"))
+
+    def step(self, batch):
+        """One training step on a batch; returns its (total, segmentation, distillation) loss."""
+        loss, seg, distill = self.loss(batch)
+        self.update(loss)
+        return loss.detach(), seg, distill
+
+
+def build_stage(stage: int, weights: Path, cfg: dict, device, init: dict | None = None,
+                resume: dict | None = None, calibration=(), probe=None, distributed: bool = False) -> Stage:
+    """Build a stage as ``train_stage`` runs it: the student (from ``init``, the previous stage's best
+    state), its quantizer scales (loaded from ``resume``, else calibrated on the first
+    ``calibration_batches`` of ``calibration``), the frozen parts, the parameters ``probe`` shows
+    the loss reaches, the teacher and the optimiser."""
+    model, float_layers = build_student(weights, cfg["quant"]["float_groups"], stage, init)
+    model = model.to(device)
+    teacher = None
+    if cfg["loss"]["distill_weight"] > 0:
+        tck = cfg.get("teacher_checkpoint")
+        teacher = Teacher(weights, Path(tck) if tck else None).to(device)
+    if resume is not None:     # before any forward pass: quantizers must not re-collect statistics
+        load_state(model, resume)
+    elif stage in (1, 2) and cfg["quant"]["calibration_batches"]:
+        calibrate(model, stage, calibration, cfg["quant"]["calibration_batches"], device)
+    params = freeze_for_stage(model, stage)
+    train_mode(model, stage)
+    params = reachable(StudentStep(model), params, probe, cfg, device)
+    step_module = StudentStep(model)
+    if distributed:
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None)
+    oc = cfg["optimizer"]
+    optim = torch.optim.SGD(params, lr=oc["lr"], momentum=oc["momentum"], weight_decay=oc["weight_decay"])
+    return Stage(stage, model, float_layers, params, step_module, teacher, optim, cfg, device)
+
+
+def save_checkpoint(blob: dict, path: Path) -> None:
+    with replacing(path) as tmp:
+        torch.save(blob, tmp)
+
+
 def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | None = None,
                 stop_after: int | None = None, progress: bool = True) -> dict:
     """Run (or resume) one stage; returns the best-epoch record."""
@@ -186,31 +253,16 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg["batch_size"], sampler=sampler,
                                          num_workers=workers, collate_fn=collate, drop_last=True,
                                          persistent_workers=False)
-    float_layers = float_layers_from(cfg["quant"]["float_layers"])
-    model = build_student(weights, float_layers, stage, previous_best(out, stage)).to(run.device)
-    teacher = None
-    if cfg["loss"]["distill_weight"] > 0:
-        tck = cfg.get("teacher_checkpoint")
-        teacher = Teacher(weights, Path(tck) if tck else None).to(run.device)
-
     last = sdir / "last.pt"
     start_epoch, history, best = 0, [], None
     resume = torch.load(str(last), map_location="cpu", weights_only=False) if last.is_file() else None
-    if resume is not None:     # before any forward pass: quantizers must not re-collect statistics
-        load_state(model, resume["model"])
-    elif stage in (1, 2) and cfg["quant"]["calibration_batches"]:
-        sampler.set_epoch(10**6)               # a draw of its own, not an epoch's
-        calibrate(model, stage, loader, cfg["quant"]["calibration_batches"], run.device)
-    params = freeze_for_stage(model, stage)
-    train_mode(model, stage)
-    sampler.set_epoch(10**6 + 1)
-    params = reachable(StudentStep(model), params, next(iter(loader)), cfg, run.device)
-    step_module = StudentStep(model)
-    if run.world > 1:
-        step_module = torch.nn.parallel.DistributedDataParallel(
-            step_module, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-    oc = cfg["optimizer"]
-    optim = torch.optim.SGD(params, lr=oc["lr"], momentum=oc["momentum"], weight_decay=oc["weight_decay"])
+    sampler.set_epoch(10**6 + 1)               # draws of their own, not an epoch's
+    probe = next(iter(loader))
+    sampler.set_epoch(10**6)
+    st = build_stage(stage, weights, cfg, run.device, init=previous_best(out, stage),
+                     resume=resume["model"] if resume is not None else None, calibration=loader,
+                     probe=probe, distributed=run.world > 1)
+    model, float_layers, optim = st.model, st.float_layers, st.optim
     steps_per_epoch = max(len(sampler) // cfg["batch_size"], 1)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: lr_factor(s, steps_per_epoch, cfg["schedule"]))
     if resume is not None:
@@ -219,8 +271,6 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
         start_epoch, history, best = resume["epoch"] + 1, resume["history"], resume["best"]
         if run.main:
             print(f"stage {stage}: resuming at epoch {start_epoch} from {last}", file=sys.stderr)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.get("amp") and run.device.type == "cuda"
-           else nullcontext())
     log = open(sdir / "log.jsonl", "a") if run.main else None
     total = epochs_of(cfg)
     for epoch in range(start_epoch, total):
@@ -238,9 +288,7 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
         losses = []
         t0 = time.time()
         for batch in it:
-            with amp:
-                loss, seg, distill = compute_loss(step_module, teacher, batch, cfg, run.device)
-            optimise(loss, params, optim, oc.get("clip_grad_norm"))
+            loss, seg, distill = st.step(batch)
             sched.step()
             losses.append(float(loss.detach()))
             if log:
@@ -258,16 +306,14 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
             history.append(record)
             log.write(json.dumps(record) + "\n")
             log.flush()
-            blob = export_record(model, float_layers, cfg, history, best)
-            torch.save(blob, sdir / f"epoch{epoch + 1:03d}.pt")
+            save_checkpoint(export_record(model, float_layers, cfg, history, best), sdir / f"epoch{epoch + 1:03d}.pt")
             if best is None or record["score"] >= best["score"]:
                 best = {"epoch": epoch, "score": record["score"], "val": scores}
-                torch.save(export_record(model, float_layers, cfg, history, best), sdir / "best.pt")
-            tmp = sdir / "last.pt.part"
-            torch.save({"model": model.state_dict(), "optimizer": optim.state_dict(),
-                        "scheduler": sched.state_dict(), "epoch": epoch, "history": history, "best": best}, tmp)
-            tmp.replace(last)
-            (sdir / "best.json").write_text(json.dumps(best, indent=2) + "\n")
+                save_checkpoint(export_record(model, float_layers, cfg, history, best), sdir / "best.pt")
+            save_checkpoint({"model": model.state_dict(), "optimizer": optim.state_dict(),
+                             "scheduler": sched.state_dict(), "epoch": epoch, "history": history, "best": best},
+                            last)
+            save_text(sdir / "best.json", json.dumps(best, indent=2) + "\n")
         run.barrier()
     if run.main:
         from training.qat.curves import plot_stage

@@ -2,15 +2,15 @@
 
 Up to ``val_samples_per_modality`` labelled slices per modality, one label each
 (chosen by seed), tight box; the mask goes back to the original resolution
-through the runtime's post-processing and is scored with :mod:`qmedsam.metrics`
-(NSD in mm with the slice's in-plane spacing; 0 where DSC <= 0.2).
+through the runtime's post-processing and is scored with :mod:`qmedsam_eval.metrics`
+as the organisers score a 2D case (one-slice volume, spacing 1; NSD 0 where DSC <= 0.2).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from qmedsam.metrics import label_scores
+from qmedsam_eval.metrics import label_scores
 from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
 from training.data.dataset import SliceDataset
 
@@ -33,7 +33,7 @@ def validate(model, index, val_ids, cfg, device) -> dict:
     for modality, samples in picks.items():
         dscs, nsds = [], []
         for g in samples:
-            image, labels, spacing, _ = ds.raw(int(g))
+            image, labels, _, _ = ds.raw(int(g))
             present = np.unique(labels)
             present = present[present != 0]
             mask = labels == np.random.default_rng([cfg["seed"], int(g)]).choice(present)
@@ -42,7 +42,7 @@ def validate(model, index, val_ids, cfg, device) -> dict:
             box = boxes_to_model(np.array([[xs.min(), ys.min(), xs.max(), ys.max()]]), geo)
             emb = model.image_encoder(torch.from_numpy(x).to(device))
             logits = model.decoder()(emb, torch.from_numpy(box).to(device))[0, 0].float().cpu().numpy()
-            score = label_scores(mask.astype(np.uint8), logits_to_mask(logits, geo).astype(np.uint8), spacing)[0]
+            score = label_scores(mask.astype(np.uint8), logits_to_mask(logits, geo).astype(np.uint8))[0]
             dscs.append(score.dsc)
             nsds.append(score.nsd)
         out[modality] = {"dsc": float(np.mean(dscs)), "nsd": float(np.mean(nsds)), "n": len(samples)}

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (``make bench-*``); measured side by side in one run."""

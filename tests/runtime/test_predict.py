@@ -1,0 +1,291 @@
+"""The runtime predictor on real and synthetic cases, with the committed int8 models."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import MODELS, ROOT, SAMPLES, dice
+from qmedsam.cases import Case, load_case
+from qmedsam.engine import Engine
+from qmedsam.predict import main
+from qmedsam.segment import Options, segment_case
+
+pytestmark = pytest.mark.skipif(not (MODELS / "encoder.xml").exists(), reason="run `make export` first")
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory):
+    return Engine(MODELS, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def sample_outputs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs")
+    code = main(["-i", str(SAMPLES / "inputs"), "-o", str(out), "--cache", str(out.parent / "c1")])
+    return code, out
+
+
+class CountingEngine:
+    """The real engine, recording which slices (by content) it encodes."""
+
+    def __init__(self, real):
+        self.real = real
+        self.encoded = []
+
+    def start_encode(self, tensor):
+        self.encoded.append(tensor.tobytes().__hash__())
+        return self.real.start_encode(tensor)
+
+    def finish_encode(self, handle):
+        return self.real.finish_encode(handle)
+
+    def encode(self, tensor):
+        return self.finish_encode(self.start_encode(tensor))
+
+    def decode(self, emb, boxes):
+        return self.real.decode(emb, boxes)
+
+
+def test_sample_outputs_follow_the_contract(sample_outputs):
+    code, out = sample_outputs
+    assert code == 0
+    inputs = sorted((SAMPLES / "inputs").glob("*.npz"))
+    assert sorted(p.name for p in out.glob("*.npz")) == [p.name for p in inputs]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.is_file()]  # no temp files
+    for p in inputs:
+        case = load_case(p)
+        with np.load(out / p.name) as res:
+            assert res.files == ["segs"]
+            segs = res["segs"]
+        assert segs.shape == case.label_shape and segs.dtype == np.uint8
+        assert segs.max() <= len(case.boxes)
+    rows = (out / "efficiency.csv").read_text().splitlines()
+    assert rows[0].startswith("case,seconds,boxes,slices_encoded") and len(rows) == len(inputs) + 1
+
+
+def test_int8_predictions_are_accurate_on_real_labels(sample_outputs):
+    _, out = sample_outputs
+    gt = np.load(SAMPLES / "gts" / "3DBox_CT_0001.npz")["gts"]
+    seg = np.load(out / "3DBox_CT_0001.npz")["segs"]
+    lungs = [dice(seg == k, gt == k) for k in (5, 6)]          # right, left lung
+    assert min(lungs) > 0.85, lungs
+    gt = np.load(SAMPLES / "gts" / "2DBox_Microscope_0003.npz")["gts"]
+    seg = np.load(out / "2DBox_Microscope_0003.npz")["segs"]
+    nuclei = [dice(seg == k, gt == k) for k in range(1, gt.max() + 1)]
+    assert np.median(nuclei) > 0.8, np.median(nuclei)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "propagate"])
+def test_every_slice_is_encoded_exactly_once(engine, mode):
+    case = load_case(SAMPLES / "inputs" / "3DBox_Microscope_0004.npz")
+    counting = CountingEngine(engine)
+    seg, stats = segment_case(case, counting, Options(mode_3d=mode, max_boxes=8, store_budget=8 << 20))
+    touched = {z for b in case.boxes for z in range(b[2], b[5] + 1)}
+    assert sorted(stats.encoded) == sorted(touched)             # each touched slice once
+    assert len(counting.encoded) == len(touched) == stats.slices_encoded
+    assert seg.shape == case.image.shape and seg.max() > 0
+
+
+def test_propagation_spills_embeddings_and_gives_the_same_result(engine):
+    case = load_case(SAMPLES / "inputs" / "3DBox_CT_0001.npz")
+    ram, _ = segment_case(case, engine, Options(mode_3d="propagate", store_budget=1 << 30))
+    spill, _ = segment_case(case, engine, Options(mode_3d="propagate", store_budget=0))
+    np.testing.assert_array_equal(ram, spill)
+
+
+def test_block_partition_gives_the_same_result(engine):
+    case = load_case(SAMPLES / "inputs" / "2DBox_CT_0002.npz")
+    ref, s1 = segment_case(case, engine, Options(max_boxes=100))
+    for block in (1, 2, 3):
+        seg, stats = segment_case(case, engine, Options(max_boxes=block))
+        np.testing.assert_array_equal(seg, ref)
+        assert stats.decoder_calls == -(-len(case.boxes) // block)
+    assert s1.decoder_calls == 1
+
+
+def _square_image(size=96):
+    img = np.full((size, size, 3), 20, np.uint8)
+    img[30:60, 25:70] = 220
+    return img
+
+
+def test_label_order_and_later_box_overwrites(engine):
+    square, corner = [25, 30, 69, 59], [80, 80, 94, 94]
+    # box 2 repeats box 1 exactly: same mask, so label 2 must win every pixel of it
+    seg, _ = segment_case(Case("2DBox_Synth_0001.npz", _square_image(), np.array([square, square, corner])),
+                          engine, Options(max_boxes=8))
+    assert not (seg == 1).any() and (seg == 2).sum() > 300 and (seg == 3).any()
+    assert (seg[30:60, 25:70] == 2).mean() > 0.5
+    # label i belongs to box i, in input order: swapping the boxes swaps the labels
+    swapped, _ = segment_case(Case("2DBox_Synth_0002.npz", _square_image(), np.array([corner, square])),
+                              engine, Options(max_boxes=8))
+    np.testing.assert_array_equal(swapped == 1, seg == 3)
+    np.testing.assert_array_equal(swapped == 2, seg == 2)
+
+
+def test_more_than_255_boxes_use_uint16(engine, tmp_path):
+    rng = np.random.default_rng(0)
+    xy = rng.integers(0, 90, (260, 2))
+    boxes = np.concatenate([xy, xy + 5], axis=1)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    np.savez(inputs / "2DBox_Synth_0002.npz", imgs=_square_image(), boxes=boxes)
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--cache", "none", "--max-boxes", "64"]) == 0
+    segs = np.load(tmp_path / "out" / "2DBox_Synth_0002.npz")["segs"]
+    assert segs.dtype == np.uint16 and segs.max() > 255
+
+
+def test_bad_cases_are_reported_and_the_rest_still_run(tmp_path, capsys):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    good = SAMPLES / "inputs" / "2DBox_CT_0002.npz"
+    (inputs / good.name).write_bytes(good.read_bytes())
+    (inputs / "2DBox_Broken_0001.npz").write_bytes(b"garbage")
+    np.savez(inputs / "2DBox_NoBoxes_0002.npz", imgs=np.zeros((10, 10, 3), np.uint8))
+    np.savez(inputs / "3DBox_BadZ_0003.npz", imgs=np.zeros((4, 10, 10), np.uint8),
+             boxes=np.array([[1, 1, 7, 5, 5, 9]]))
+    np.savez(inputs / "2DBox_Empty_0004.npz", imgs=np.zeros((10, 12), np.uint8), boxes=np.zeros((0, 4)))
+    code = main(["-i", str(inputs), "-o", str(out), "--cache", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert sorted(p.name for p in out.glob("*.npz")) == ["2DBox_CT_0002.npz", "2DBox_Empty_0004.npz"]
+    assert not np.load(out / "2DBox_Empty_0004.npz")["segs"].any()
+    assert np.load(out / "2DBox_Empty_0004.npz")["segs"].shape == (10, 12)
+    assert len(err) == 6                       # one line per case, then the summary
+    assert "qmedsam: 2DBox_Broken_0001.npz: unreadable" in err[0]
+    assert "qmedsam: 2DBox_CT_0002.npz: ok, 5 boxes, 1 slice encoded, " in err[1]
+    assert "qmedsam: 2DBox_Empty_0004.npz: ok, 0 boxes, 0 slices encoded, " in err[2]
+    assert "qmedsam: 2DBox_NoBoxes_0002.npz: missing key(s) boxes" in err[3]
+    assert err[4].startswith("qmedsam: 3DBox_BadZ_0003.npz:") and "z range" in err[4]
+    assert err[5].startswith("qmedsam: 5 cases: 2 ok, 3 failed, ")
+    # -q: only the errors and the summary
+    assert main(["-i", str(inputs), "-o", str(out), "--cache", "none", "-q"]) == 1
+    quiet = capsys.readouterr().err.strip().splitlines()
+    assert quiet == [err[0], err[3], err[4], quiet[-1]] and quiet[-1].startswith("qmedsam: 5 cases: 2 ok, 3 failed")
+
+
+def test_start_up_problems_stop_before_the_first_case_with_one_line(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(SAMPLES / "inputs" / "2DBox_CT_0002.npz", inputs)
+    shutil.copy(SAMPLES / "inputs" / "3DBox_CT_0001.npz", inputs)
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--models", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "models not found in" in err[0] and str(tmp_path / "none") in err[0]
+    assert not list((tmp_path / "out").glob("*"))                   # no case was tried
+    assert main(["-i", str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"qmedsam: {tmp_path / 'missing'}: inputs folder not found"]
+    with pytest.raises(SystemExit) as stop:                         # options: argparse, before anything runs
+        main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--max-boxes", "1O"])
+    assert stop.value.code == 2 and "--max-boxes: '1O' is neither 'auto' nor a positive" in capsys.readouterr().err
+
+
+def test_models_are_found_by_option_environment_or_package_data(tmp_path, monkeypatch):
+    from qmedsam.engine import EngineError
+    from qmedsam.model_dir import PACKAGE_MODELS, default_models, model_dir
+
+    monkeypatch.delenv("QMEDSAM_MODELS", raising=False)
+    assert default_models() == PACKAGE_MODELS and model_dir(default_models(), "int8") == PACKAGE_MODELS
+    assert (PACKAGE_MODELS / "encoder.xml").read_bytes() == (MODELS / "encoder.xml").read_bytes()
+    monkeypatch.setenv("QMEDSAM_MODELS", str(tmp_path))
+    assert default_models() == tmp_path
+    with pytest.raises(EngineError, match="missing encoder.xml, encoder.bin, decoder.xml, decoder.bin"):
+        model_dir(tmp_path, "int8")
+    with pytest.raises(EngineError, match="make export-fp32"):
+        model_dir(tmp_path, "fp32")
+    for f in ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"):
+        shutil.copy(MODELS / f, tmp_path / f)
+    assert model_dir(tmp_path, "int8") == tmp_path
+
+
+def test_engine_binds_by_the_exported_names_and_refuses_others(tmp_path):
+    import openvino as ov
+
+    from qmedsam.engine import Engine, EngineError
+
+    model = ov.Core().read_model(str(MODELS / "encoder.xml"))
+    model.outputs[0].get_tensor().set_names({"features"})
+    ov.save_model(model, str(tmp_path / "encoder.xml"), compress_to_fp16=False)
+    shutil.copy(MODELS / "decoder.xml", tmp_path)
+    shutil.copy(MODELS / "decoder.bin", tmp_path)
+    with pytest.raises(EngineError, match="encoder model has no output named image_embedding"):
+        Engine(tmp_path)
+
+
+def test_engine_defaults_to_the_numerics_the_predictor_ships():
+    import inspect
+
+    from qmedsam.engine import Engine, float_ops_for
+
+    assert inspect.signature(Engine).parameters["float_precision"].default == float_ops_for("int8") == "auto"
+    assert float_ops_for("fp32") == "f32" and float_ops_for("fp32", "bf16") == "bf16"
+
+
+def _run_predict_sh(inputs, out, *extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.run(["sh", str(ROOT / "predict.sh"), "-i", str(inputs), "-o", str(out), "-v", *extra],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_compile_cache_is_reused_by_a_second_process(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    src = SAMPLES / "inputs" / "2DBox_CT_0002.npz"
+    (inputs / src.name).write_bytes(src.read_bytes())
+    first = _run_predict_sh(inputs, tmp_path / "out")
+    assert first.returncode == 0, first.stderr
+    assert "compiled;" in first.stderr
+    cache = tmp_path / "out" / ".qmedsam-cache"
+    blobs = sorted(p.name for p in cache.iterdir())
+    assert blobs
+    second = _run_predict_sh(inputs, tmp_path / "out")
+    assert second.returncode == 0 and "from compile cache" in second.stderr, second.stderr
+    assert sorted(p.name for p in cache.iterdir()) == blobs
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.npz")) == [src.name]
+
+
+def test_unwritable_cache_warns_and_still_runs(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    src = SAMPLES / "inputs" / "2DBox_CT_0002.npz"
+    (inputs / src.name).write_bytes(src.read_bytes())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    run = _run_predict_sh(inputs, tmp_path / "out", "--cache", str(blocker / "cache"))
+    assert run.returncode == 0 and "warning: compile cache" in run.stderr
+    assert (tmp_path / "out" / src.name).exists()
+
+
+def test_help_documents_every_option():
+    text = subprocess.run([sys.executable, "-m", "qmedsam.predict", "--help"], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))).stdout
+    for opt in ("--models", "--cache", "--max-boxes", "--mode-3d", "--threads", "--overlay", "--precision"):
+        assert opt in text
+
+
+def test_runtime_needs_neither_torch_nor_opencv_nor_scipy(tmp_path):
+    """The predictor (with overlays) runs with every training/evaluation package made unimportable."""
+    block = tmp_path / "block"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'cv2', 'scipy', 'brevitas', 'matplotlib', 'SimpleITK', 'tqdm'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("2DBox_CT_0002.npz", "3DBox_CT_0001.npz"):
+        shutil.copy(SAMPLES / "inputs" / name, inputs / name)
+    env = dict(os.environ, PYTHONPATH=f"{block}{os.pathsep}{ROOT / 'src'}")
+    proc = subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(inputs), "-o", str(tmp_path / "out"),
+                           "--cache", "none", "--overlay", str(tmp_path / "png")], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "out" / "3DBox_CT_0001.npz").is_file()
+    png = (tmp_path / "png" / "2DBox_CT_0002.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
