@@ -43,10 +43,10 @@ export: $(STAMP) weights
 export-fp32: $(STAMP) weights
 	$(PY) -m training.export --models $(MODELS) --fp32
 
-$(MODELS)/fp32/encoder.xml:
+$(MODELS)/fp32/decoder_boxes.xml:
 	$(MAKE) export-fp32
 
-bench-model: $(STAMP) $(MODELS)/fp32/encoder.xml
+bench-model: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_model --models $(MODELS)
 
 clean:
@@ -92,14 +92,17 @@ train-all: train-stage1 train-stage2 train-stage3
 	@echo "QAT checkpoint: $(QAT_OUT)/stage3/best.pt  (make export CKPT=$(QAT_OUT)/stage3/best.pt MODELS=...)"
 
 # the short CPU run of the closing note: public data, all three stages, export, held-out scores
-train-demo: public-tree $(MODELS)/fp32/encoder.xml
+train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 	$(MAKE) train-all CONFIGS=training/configs/cpu-demo QAT_OUT=$(OUT)/qat-demo
 	$(MAKE) export CKPT=$(OUT)/qat-demo/stage3/best.pt MODELS=$(OUT)/qat-demo/models
 	$(PY) -m training.qat.compare --test out/public-tree/test --qat $(OUT)/qat-demo/models --out $(OUT)/qat-demo/compare
 
-.PHONY: bench-predict
-bench-predict: $(STAMP) $(MODELS)/fp32/encoder.xml
+.PHONY: bench-predict bench-prompting
+bench-predict: $(STAMP)
 	$(PY) -m benchmarks.bench_predict
+
+bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
+	$(PY) -m benchmarks.bench_prompting
 
 # ---- the submission image -------------------------------------------------------------
 IMAGE ?= qmedsam:latest

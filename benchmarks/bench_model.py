@@ -1,32 +1,205 @@
-"""``make bench-model``: int8 vs FP32 model latency and mask agreement, measured side by side.
+"""``make bench-model``: encoder and decoder latency, int8 vs FP32, and the runtime's factored
+decoder vs the plain one; every figure measured side by side in one run, twice: as this CPU
+runs the models by default, and as on the organisers' kind of CPU (AVX-512 without VNNI, float
+leftovers in f32; see :mod:`benchmarks.cpu`), each in a fresh process.
 
-Prints encoder latency per slice (median of repeated runs, interleaved so both
-models see the same machine state), decoder latency for 1 and 64 boxes, and the
-Dice agreement between int8 and FP32 label maps on the bundled sample cases.
+* encoder: ms per slice, medians of interleaved runs;
+* decoder: ms per box for 1, 16, 64 and 241 boxes on one real image, decoded as the runtime does
+  (blocks of at most 16; the factored decoder's per-image work included), the runtime's factored
+  decoder against the plain decoder as committed before it (int8, ``models/decoder.xml``) and the
+  plain float decoder (``models/fp32/decoder.xml``);
+* the factored decoder's masks against the plain float decoder's on real slices;
+* (default setting) mask agreement int8 vs FP32 end to end on the bundled sample cases.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from qmedsam_eval.metrics import label_dice
-from qmedsam.cases import load_case
+from benchmarks.cpu import SETTINGS, describe, run_setting
+from qmedsam.cases import box_xy, load_case
 from qmedsam.engine import Engine
+from qmedsam.memory import MAX_BLOCK
+from qmedsam.plan3d import middle_slice
+from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor
 from qmedsam.segment import Options, segment_case
+from qmedsam_eval.metrics import dice, label_dice
 
 ROOT = Path(__file__).resolve().parents[1]
+BOX_COUNTS = (1, 16, 64, 241)
 
 
-def _median_ms(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * float(np.median(times))
+class PlainDecoder:
+    """The unfactored decoder graph (embedding, boxes) -> logits, for comparison only."""
+
+    def __init__(self, xml: Path, float_precision: str):
+        import openvino as ov
+        import openvino.properties.hint as hints
+
+        config = {hints.performance_mode: hints.PerformanceMode.LATENCY}
+        if float_precision != "auto":
+            config[hints.inference_precision] = float_precision
+        self.request = ov.Core().compile_model(str(xml), "CPU", config).create_infer_request()
+
+    def run(self, emb: np.ndarray, boxes: np.ndarray) -> None:
+        for s in range(0, len(boxes), MAX_BLOCK):
+            self.request.infer({"image_embedding": emb, "boxes": boxes[s:s + MAX_BLOCK]})
+
+    def logits(self, emb, boxes):
+        self.request.infer({"image_embedding": emb, "boxes": boxes})
+        return self.request.get_tensor("low_res_masks").data.copy()
+
+
+def _factored_run(engine: Engine, emb: np.ndarray, boxes: np.ndarray) -> None:
+    engine.prepare(emb)
+    for s in range(0, len(boxes), MAX_BLOCK):
+        engine.decode(boxes[s:s + MAX_BLOCK])
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def real_inputs(samples: Path, encoder: Engine):
+    """A real embedding and 241 real-sized boxes (the nuclei sample's, repeated with jitter)."""
+    case = load_case(samples / "2DBox_Microscope_0003.npz")
+    x, geo = image_to_tensor(case.image)
+    emb = encoder.encode(x)
+    base = boxes_to_model(case.boxes, geo)
+    rng = np.random.default_rng(0)
+    reps = -(-max(BOX_COUNTS) // len(base))
+    boxes = np.concatenate([base + (rng.integers(-3, 4, base.shape) if i else 0) for i in range(reps)])
+    return emb, np.clip(boxes, 0, 255).astype(np.float32)[:max(BOX_COUNTS)]
+
+
+def factored_agreement(samples: Path, encoder: Engine, factored: Engine, plain: PlainDecoder) -> dict:
+    """Factored vs plain float decoder on real slices (2D samples, 3D samples' box middle slices)."""
+    dices, diffs = [], []
+    for path in sorted(samples.glob("*.npz")):
+        case = load_case(path)
+        slices = [(case.image, case.boxes)] if not case.is_3d else [
+            (case.image[middle_slice(b[2], b[5])], box_xy(b[None])) for b in case.boxes]
+        for image, boxes in slices:
+            x, geo = image_to_tensor(image)
+            emb = encoder.encode(x)
+            b = boxes_to_model(boxes, Geometry(*image.shape[:2]))
+            factored.prepare(emb)
+            ours, ref = factored.decode(b), plain.logits(emb, b)
+            diffs.append(float(np.abs(ours - ref).max()))
+            dices += [dice(o > 0, r > 0) for o, r in zip(ours, ref)]
+    return {"masks": len(dices), "dice_mean": float(np.mean(dices)), "dice_min": float(np.min(dices)),
+            "logit_max_diff": float(np.max(diffs))}
+
+
+def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
+    f32 = setting != "default"                       # organiser-like: float leftovers in f32
+    runtime = "f32" if f32 else "auto"
+    encoders = {"fp32": Engine(models / "fp32", float_precision="f32"),
+                "int8": Engine(models, float_precision=runtime)}
+    if not f32:
+        encoders["int8 (f32 leftovers)"] = Engine(models, float_precision="f32")
+    image = image_to_tensor(load_case(samples / "2DBox_CT_0002.npz").image)[0]
+    for e in encoders.values():
+        for _ in range(2):
+            e.encode(image)
+    enc = {k: [] for k in encoders}
+    for _ in range(runs):                            # interleaved
+        for k, e in encoders.items():
+            enc[k].append(1000 * _seconds(lambda: e.encode(image)))
+
+    emb, boxes = real_inputs(samples, encoders["fp32"])
+    plain_fp32 = PlainDecoder(models / "fp32" / "decoder.xml", "f32")
+    decoders = {"committed int8 decoder (plain)": PlainDecoder(models / "decoder.xml", runtime),
+                "plain fp32 decoder": plain_fp32,
+                "factored decoder (runtime)": encoders["int8"]}
+    if not f32:
+        decoders["committed int8 decoder, f32 leftovers"] = PlainDecoder(models / "decoder.xml", "f32")
+        decoders["factored decoder, f32"] = encoders["int8 (f32 leftovers)"]
+    dec = {k: {} for k in decoders}
+    for n in BOX_COUNTS:
+        b = boxes[:n]
+        times = {k: [] for k in decoders}
+        for rep in range(1 + max(2, runs // (3 if n <= 16 else 6))):
+            for k, d in decoders.items():
+                fn = (lambda: _factored_run(d, emb, b)) if isinstance(d, Engine) else (lambda: d.run(emb, b))
+                t = _seconds(fn)
+                if rep:                              # the first round warms up this batch size
+                    times[k].append(1000 * t / n)
+        for k in decoders:
+            dec[k][n] = float(np.median(times[k]))
+    result = {"encoder_ms": {k: float(np.median(v)) for k, v in enc.items()}, "decoder_ms_per_box": dec,
+              "factored_vs_plain_float": factored_agreement(
+                  samples, encoders["fp32"], Engine(models / "fp32", float_precision="f32"), plain_fp32)}
+    if not f32:
+        result["end_to_end"] = agreement(samples, {"fp32": encoders["fp32"], "int8": encoders["int8"],
+                                                   "int8 (f32 leftovers)": encoders["int8 (f32 leftovers)"]})
+    return result
+
+
+def agreement(samples: Path, engines: dict) -> dict:
+    """Per case: mean Dice of int8 label maps vs FP32 over all labels, and over the labels FP32
+    segments reliably (Dice >= 0.8 against the ground truth)."""
+    gts = samples.parent / "gts"
+    out = {}
+    for path in sorted(samples.glob("*.npz")):
+        case = load_case(path)
+        segs = {k: segment_case(case, e, Options())[0] for k, e in engines.items()}
+        labels = range(1, len(case.boxes) + 1)
+        gt = np.load(gts / path.name)["gts"] if (gts / path.name).exists() else None
+        truth = label_dice(segs["fp32"], gt) if gt is not None else {}
+        reliable = [lab for lab in labels if truth.get(lab, 0.0) >= 0.8] if gt is not None else list(labels)
+        row = {"boxes": len(case.boxes), "reliable": len(reliable)}
+        for k in engines:
+            if k == "fp32":
+                continue
+            per = label_dice(segs[k], segs["fp32"])
+            both_empty = [lab for lab in labels if not (segs[k] == lab).any() and not (segs["fp32"] == lab).any()]
+            row[k] = {"all": float(np.mean([per.get(lab, 1.0 if lab in both_empty else 0.0) for lab in labels])),
+                      "reliable": float(np.mean([per.get(lab, 0.0) for lab in reliable])) if reliable else None}
+        out[path.name] = row
+    return out
+
+
+def report(results: dict) -> None:
+    names = list(results)
+    print(f"\nencoder, ms per slice (median of interleaved runs):  " + "  ".join(f"{n:>16s}" for n in names))
+    for k in results["default"]["encoder_ms"]:
+        print(f"  {k:48s}" + "  ".join(f"{results[n]['encoder_ms'].get(k, float('nan')):16.1f}" for n in names))
+    print(f"  {'speed-up int8 over fp32':48s}" + "  ".join(
+        f"{results[n]['encoder_ms']['fp32'] / results[n]['encoder_ms']['int8']:15.2f}x" for n in names))
+    for n in names:
+        r = results[n]["decoder_ms_per_box"]
+        print(f"\ndecoder, ms per box [{n}] (one image, blocks of {MAX_BLOCK}, per-image work included):")
+        print(f"  {'boxes':46s}" + "".join(f"{c:>9d}" for c in BOX_COUNTS))
+        for k, row in r.items():
+            print(f"  {k:46s}" + "".join(f"{row[c]:9.2f}" for c in BOX_COUNTS))
+        new = r["factored decoder (runtime)"]
+        for ref in [k for k in r if k.startswith("committed")] + ["plain fp32 decoder"]:
+            print(f"  {'  ' + ref + ' / factored':46s}" + "".join(f"{r[ref][c] / new[c]:8.2f}x" for c in new))
+        if "factored decoder, f32" in r:
+            f = r["factored decoder, f32"]
+            ref = r["committed int8 decoder, f32 leftovers"]
+            print(f"  {'  both f32 leftovers: committed / factored':46s}" + "".join(
+                f"{ref[c] / f[c]:8.2f}x" for c in f))
+        a = results[n]["factored_vs_plain_float"]
+        print(f"  factored vs plain float decoder on {a['masks']} real masks: Dice mean {a['dice_mean']:.5f}, "
+              f"min {a['dice_min']:.5f}; largest logit difference {a['logit_max_diff']:.2e}")
+    e2e = results["default"].get("end_to_end")
+    if e2e:
+        print("\nmask agreement with fp32, end to end (mean Dice over labels; 'reliable': labels fp32 "
+              "segments with Dice >= 0.8 against the truth):")
+        kinds = [k for k in next(iter(e2e.values())) if k not in ("boxes", "reliable")]
+        print(f"  {'case':28s} {'boxes':>5s} " + " ".join(f"{k + ' all':>26s} {'reliable':>9s}" for k in kinds))
+        for case, row in e2e.items():
+            print(f"  {case:28s} {row['boxes']:5d} " + " ".join(
+                f"{row[k]['all']:26.4f} {row[k]['reliable'] if row[k]['reliable'] is not None else float('nan'):9.4f}"
+                for k in kinds))
 
 
 def main(argv=None) -> None:
@@ -34,77 +207,21 @@ def main(argv=None) -> None:
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
     ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--measure", choices=tuple(SETTINGS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-
-    engines = {
-        "fp32": Engine(args.models / "fp32", threads=args.threads, float_precision="f32"),
-        "fp32-bf16": Engine(args.models / "fp32", threads=args.threads, float_precision="bf16"),
-        "int8-f32": Engine(args.models, threads=args.threads, float_precision="f32"),
-        "int8": Engine(args.models, threads=args.threads),
-    }
-    rng = np.random.default_rng(0)
-    image = rng.random((1, 3, 256, 256), dtype=np.float32)
-    emb = rng.normal(size=(1, 256, 64, 64)).astype(np.float32)
-    boxes = {n: np.tile(np.array([[[30, 40, 160, 200]]], np.float32), (n, 1, 1)) for n in (1, 64)}
-    for e in engines.values():                     # warm-up
-        for _ in range(3):
-            e.encode(image)
-        e.decode(emb, boxes[1])
-        e.decode(emb, boxes[64])
-    enc = {k: [] for k in engines}
-    for _ in range(args.runs):                     # interleaved
-        for k, e in engines.items():
-            enc[k].append(_median_ms(lambda: e.encode(image), 1))
-    print(f"\nencoder latency per slice, median of {args.runs} interleaved runs "
-          f"(threads={args.threads or 'all'}):")
-    for k in engines:
-        print(f"  {k:10s} {np.median(enc[k]):8.1f} ms")
-    for k in ("int8", "int8-f32", "fp32-bf16"):
-        print(f"  speed-up of {k} over fp32: {np.median(enc['fp32']) / np.median(enc[k]):.2f}x")
-    print("  (int8 = the runtime default: float leftovers in OpenVINO's native precision, bf16 here)")
-    print("\ndecoder latency (median):")
-    for n, b in boxes.items():
-        row = "  ".join(f"{k} {_median_ms(lambda: e.decode(emb, b), max(3, args.runs // (4 if n > 1 else 1))):8.1f} ms"
-                        for k, e in engines.items())
-        print(f"  {n:3d} boxes: {row}")
-    agreement_table(args.samples, engines)
-
-
-def agreement_table(samples: Path, engines: dict) -> None:
-    """Mask agreement with fp32 (overall, and on labels fp32 segments reliably) and Dice vs truth."""
-    gts = samples.parent / "gts"
-    others = [k for k in engines if k != "fp32"]
-    print("\nmask agreement with fp32 (mean Dice over labels; 'reliable' = labels where fp32 reaches "
-          "Dice >= 0.8 against the ground truth; fp32-bf16 = the float model's own arithmetic noise floor):")
-    print(f"  {'case':28s} {'boxes':>5s}  " + "  ".join(f"{k + ' all':>13s} {k + ' reliable':>18s}" for k in others)
-          + "   Dice vs truth: " + " ".join(f"{k:>9s}" for k in engines))
-    totals = {k: ([], []) for k in others}
-    truth = {k: [] for k in engines}
-    for path in sorted(samples.glob("*.npz")):
-        case = load_case(path)
-        gt = np.load(gts / path.name)["gts"] if (gts / path.name).exists() else None
-        segs = {k: segment_case(case, e, Options())[0] for k, e in engines.items()}
-        labels = range(1, len(case.boxes) + 1)
-        vs_gt = {k: label_dice(s, gt) if gt is not None else {} for k, s in segs.items()}
-        reliable = [l for l in labels if vs_gt["fp32"].get(l, 0.0) >= 0.8] if gt is not None else list(labels)
-        cells = []
-        for k in others:
-            per = label_dice(segs[k], segs["fp32"])
-            all_mean = float(np.mean([per.get(l, 1.0 if not (segs[k] == l).any() and not (segs["fp32"] == l).any() else 0.0)
-                                      for l in labels]))
-            rel = float(np.mean([per.get(l, 0.0) for l in reliable])) if reliable else float("nan")
-            totals[k][0].append(all_mean)
-            totals[k][1].append(rel)
-            cells.append(f"{all_mean:13.4f} {rel:13.4f} ({len(reliable):3d})")
-        gt_cells = []
-        for k in engines:
-            score = float(np.mean([vs_gt[k].get(l, 0.0) for l in labels])) if gt is not None else float("nan")
-            truth[k].append(score)
-            gt_cells.append(f"{score:9.4f}")
-        print(f"  {path.name:28s} {len(case.boxes):5d}  " + "  ".join(cells) + "                  " + " ".join(gt_cells))
-    print("  mean" + " " * 31 + "  ".join(f"{np.mean(a):13.4f} {np.nanmean(r):13.4f}      " for a, r in totals.values())
-          + "                  " + " ".join(f"{np.mean(v):9.4f}" for v in truth.values()))
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.models, args.samples, args.runs)))
+        return
+    print(f"CPU: {describe()}")
+    results = {}
+    for setting in SETTINGS:
+        print(f"measuring: {setting} ...", flush=True)
+        results[setting] = run_setting("benchmarks.bench_model", setting,
+                                       ["--models", str(args.models), "--samples", str(args.samples),
+                                        "--runs", str(args.runs)])
+    for r in results.values():                       # JSON keys come back as strings
+        r["decoder_ms_per_box"] = {k: {int(c): v for c, v in row.items()} for k, row in r["decoder_ms_per_box"].items()}
+    report(results)
 
 
 if __name__ == "__main__":

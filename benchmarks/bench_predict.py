@@ -1,9 +1,14 @@
-"""``make bench-predict``: organiser-style timings of fresh ``predict.sh`` processes.
+"""``make bench-predict``: organiser-style timings of fresh ``predict.sh`` processes, this runtime
+against a baseline revision of it, side by side in one run.
 
-Every figure comes from a new process on a one-case inputs folder (as the
-organisers run it): cold compile cache vs warm, int8 vs FP32, slices encoded,
-peak RSS; large synthetic 2D cases for memory; and the OpenVINO tuning options
-on one 3D case.  All measured in this one run, side by side.
+Every figure comes from a new process on a one-case inputs folder with a warm compile cache (as
+the organisers run it, after a first run that fills the cache): whole-run wall seconds, process
+start -> first encoder output, peak RSS.  The baseline (default: the runtime before the
+factored decoder, OpenCV and start-up work) runs from a temporary git worktree of that
+revision with its own models.  Both run as this CPU runs them by default and as on the
+organisers' kind of CPU (AVX-512 without VNNI, float leftovers in f32; :mod:`benchmarks.cpu`).
+Also: preprocessing of a 3024x4032 photo, and the decoder's memory per box (which
+``--max-boxes auto`` is derived from).
 """
 from __future__ import annotations
 
@@ -12,38 +17,37 @@ import csv
 import os
 import re
 import shutil
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from qmedsam.cases import is_3d_name
+from benchmarks.cpu import SETTINGS, describe
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "f0108c7"       # the runtime before the factored decoder (the layout change kept it byte-equal)
 
 
-def run_case(case: Path, work: Path, *options: str, fresh_cache: bool = False) -> dict:
+def run_case(predict_sh: Path, case: Path, work: Path, env: dict, *options: str) -> dict:
     """Run ``sh predict.sh`` on a folder holding only ``case``; outputs (and cache) persist in ``work``."""
     inputs, outputs = work / "inputs", work / "outputs"
     shutil.rmtree(inputs, ignore_errors=True)
     inputs.mkdir(parents=True)
     shutil.copy(case, inputs / case.name)
-    if fresh_cache:
-        shutil.rmtree(outputs / ".qmedsam-cache", ignore_errors=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     t = time.perf_counter()
-    proc = subprocess.run(["sh", str(ROOT / "predict.sh"), "-i", str(inputs), "-o", str(outputs), "-v", *options],
+    proc = subprocess.run(["sh", str(predict_sh), "-i", str(inputs), "-o", str(outputs), "-v", *options],
                           capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
-        raise RuntimeError(f"{case.name}: predict.sh failed: {proc.stderr.strip()[-400:]}")
+        raise RuntimeError(f"{case.name}: {predict_sh} failed: {proc.stderr.strip()[-600:]}")
     with open(outputs / "efficiency.csv") as f:
         row = list(csv.DictReader(f))[-1]
     first = re.search(r"first encoder output ([\d.]+) s", proc.stderr)
-    return {"wall": wall, "slices": int(row["slices_encoded"]), "rss": float(row["peak_rss_mb"]),
-            "first": float(first.group(1)) if first else float("nan"), "boxes": int(row["boxes"])}
+    return {"wall": wall, "rss": float(row["peak_rss_mb"]), "first": float(first.group(1)) if first else float("nan")}
 
 
 def large_case(folder: Path, h: int, w: int, n: int, seed: int) -> Path:
@@ -61,88 +65,87 @@ def large_case(folder: Path, h: int, w: int, n: int, seed: int) -> Path:
     return path
 
 
-def compare_3d_modes(samples: Path) -> None:
-    """Dice against the ground truth of both 3D modes on the labelled sample volumes."""
-    from qmedsam_eval.metrics import label_dice
-    from qmedsam.cases import load_case
-    from qmedsam.engine import Engine
-    from qmedsam.segment import Options, segment_case
+def one_box_case(folder: Path) -> Path:
+    src = np.load(ROOT / "samples" / "inputs" / "2DBox_CT_0002.npz")
+    path = folder / "2DBox_OneBox_0001.npz"
+    np.savez_compressed(path, imgs=src["imgs"], boxes=src["boxes"][:1])
+    return path
 
-    gts = samples.parent / "gts"
-    engine = Engine(ROOT / "models")
-    print("\n3D modes vs ground truth (int8; mean Dice over the case's labels, slices encoded, seconds):")
-    means = {"fixed": [], "propagate": []}
-    for path in sorted(samples.glob("3D*.npz")):
-        if not (gts / path.name).exists():
-            continue
-        case = load_case(path)
-        gt = np.load(gts / path.name)["gts"]
-        row = []
-        for mode in means:
-            t = time.perf_counter()
-            seg, stats = segment_case(case, engine, Options(mode_3d=mode))
-            secs = time.perf_counter() - t
-            per_label = label_dice(seg, gt)
-            score = float(np.mean([per_label.get(k, 0.0) for k in range(1, int(gt.max()) + 1)]))
-            means[mode].append(score)
-            row.append(f"{mode} {score:.4f} ({stats.slices_encoded} slices, {secs:.1f} s)")
-        print(f"  {path.name:28s} " + "  ".join(row))
-    print("  mean: " + "  ".join(f"{m} {np.mean(v):.4f}" for m, v in means.items() if v))
+
+class Baseline:
+    """A temporary git worktree of ``rev`` (its runtime and models)."""
+
+    def __init__(self, rev: str, tmp: Path):
+        self.path = tmp / f"baseline-{rev}"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(self.path), rev], check=True)
+
+    def close(self):
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.path)], check=False)
+
+
+def timed(predict_sh: Path, case: Path, work: Path, env: dict, runs: int, *options: str) -> dict:
+    run_case(predict_sh, case, work, env, *options)                  # fills the compile cache
+    rs = [run_case(predict_sh, case, work, env, *options) for _ in range(runs)]
+    return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+
+
+def preprocessing_seconds() -> float:
+    from qmedsam.preprocess import image_to_tensor
+
+    photo = np.random.default_rng(0).integers(0, 256, (3024, 4032, 3), dtype=np.uint8)
+    image_to_tensor(photo)
+    return min(_seconds(lambda: image_to_tensor(photo)) for _ in range(5))
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def memory_per_box(case: Path, work: Path, env: dict) -> tuple[dict, float]:
+    """Peak RSS of the 241-box case at --max-boxes 1, 4, 16, and the slope per box."""
+    rss = {n: run_case(ROOT / "predict.sh", case, work, env, "--max-boxes", str(n))["rss"] for n in (1, 4, 16)}
+    slope = np.polyfit(list(rss), list(rss.values()), 1)[0]
+    return rss, float(slope)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
-    ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with (default %(default)s)")
+    ap.add_argument("--runs", type=int, default=3, help="measured runs per figure (median)")
     args = ap.parse_args(argv)
+    print(f"CPU: {describe()}")
     tmp = Path(tempfile.mkdtemp(prefix="qmedsam-bench-"))
+    base = Baseline(args.baseline, tmp)
     try:
-        print("\nper sample case, fresh process each (wall s = whole `sh predict.sh` run):")
-        print(f"{'case':28s} {'boxes':>5s} {'slices':>6s} {'int8 cold':>9s} {'int8 warm':>9s} "
-              f"{'fp32 cold':>9s} {'fp32 warm':>9s} {'fp32/int8':>9s} {'1st emb s':>9s} {'RSS MB':>7s}")
-        ratios_3d = []
-        for case in sorted(args.samples.glob("*.npz")):
-            r = {}
-            for prec in ("int8", "fp32"):
-                work = tmp / prec
-                r[prec, "cold"] = run_case(case, work, "--precision", prec, fresh_cache=True)
-                r[prec, "warm"] = run_case(case, work, "--precision", prec)
-            ratio = r["fp32", "warm"]["wall"] / r["int8", "warm"]["wall"]
-            if is_3d_name(case.name):
-                ratios_3d.append(ratio)
-            w = r["int8", "warm"]
-            print(f"{case.name:28s} {w['boxes']:5d} {w['slices']:6d} {r['int8', 'cold']['wall']:9.2f} "
-                  f"{w['wall']:9.2f} {r['fp32', 'cold']['wall']:9.2f} {r['fp32', 'warm']['wall']:9.2f} "
-                  f"{ratio:9.2f} {w['first']:9.2f} {w['rss']:7.0f}")
-        if ratios_3d:
-            print(f"int8 end-to-end speed-up on 3D cases (warm): {np.mean(ratios_3d):.2f}x (target >= 1.4x)")
-
-        case3d = args.samples / "3DBox_CT_0001.npz"
-        if case3d.exists():
-            print(f"\nOpenVINO options on {case3d.name} (int8, warm cache, wall s):")
-            variants = [("default (LATENCY, all threads, overlap, auto float ops)", []),
-                        ("no encode/decode overlap", ["--no-overlap"]),
-                        ("1 thread", ["--threads", "1"]),
-                        ("THROUGHPUT hint", ["--hint", "THROUGHPUT"]),
-                        ("float ops forced to f32", ["--float-ops", "f32"]),
-                        ("propagate mode", ["--mode-3d", "propagate"])]
-            for label, opts in variants:
-                work = tmp / ("opt" + re.sub(r"\W", "", label))
-                run_case(case3d, work, *opts)               # warm the cache for this configuration
-                res = run_case(case3d, work, *opts)
-                print(f"  {label:48s} {res['wall']:7.2f}")
-
-        compare_3d_modes(args.samples)
-
-        if not args.skip_large:
-            print("\nlarge 2D cases (int8, warm cache, --max-boxes auto):")
-            for h, w, n in ((1920, 2560, 241), (3024, 4032, 255)):
-                path = large_case(tmp, h, w, n, seed=h)
-                run_case(path, tmp / "large")
-                res = run_case(path, tmp / "large")
-                print(f"  {h}x{w}, {n} boxes: wall {res['wall']:.2f} s, peak RSS {res['rss']:.0f} MB "
-                      f"(target < 2048 MB)")
+        cases = [one_box_case(tmp), ROOT / "samples" / "inputs" / "2DBox_Microscope_0003.npz",
+                 large_case(tmp, 1920, 2560, 241, seed=1920), ROOT / "samples" / "inputs" / "3DBox_CT_0001.npz"]
+        versions = {f"baseline {args.baseline}": base.path / "predict.sh", "this runtime": ROOT / "predict.sh"}
+        for setting, extra_env in SETTINGS.items():
+            env = dict(os.environ, **extra_env)
+            env.pop("PYTHONPATH", None)              # each predict.sh puts its own src first
+            env["PYTHON"] = sys.executable           # the worktree has no .venv of its own
+            opts = ("--float-ops", "f32") if extra_env else ()
+            print(f"\n[{setting}{' (float leftovers f32)' if opts else ''}] warm compile cache, fresh process per "
+                  f"run, median of {args.runs}:")
+            print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>24s}" for v in versions)
+                  + f" {'ratio':>7s} {'1st emb s':>16s} {'peak RSS MB':>16s}")
+            for case in cases:
+                res = {v: timed(sh, case, tmp / f"work-{setting}-{i}", env, args.runs, *opts)
+                       for i, (v, sh) in enumerate(versions.items())}
+                old, new = res.values()
+                boxes = len(np.atleast_2d(np.load(case)["boxes"]))
+                print(f"  {case.name:30s} {boxes:5d} " + " ".join(f"{r['wall']:23.2f}s" for r in res.values())
+                      + f" {old['wall'] / new['wall']:6.2f}x {old['first']:7.2f} -> {new['first']:5.2f}"
+                      + f" {old['rss']:7.0f} -> {new['rss']:5.0f}")
+        print(f"\npreprocessing a 3024x4032 RGB photo (resize to 256, normalise, pad): "
+              f"{preprocessing_seconds():.3f} s")
+        rss, slope = memory_per_box(cases[2], tmp / "memory", dict(os.environ))
+        print(f"decoder memory: peak RSS of the 241-box case at --max-boxes 1/4/16: "
+              f"{' / '.join(f'{v:.0f}' for v in rss.values())} MB -> {slope:.1f} MB per box in a block")
     finally:
+        base.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from qmedsam_eval.timing import time_cases  # noqa: E402
 
 OFFICIAL_BASE = "python:3.11-slim-bookworm"
 LOCAL_BASE = "qmedsam-base:bookworm"
+OFFICIAL_BASE_BYTES = 131e6     # python:3.11-slim-bookworm, uncompressed (docker image inspect)
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
@@ -129,15 +130,18 @@ def main(argv=None) -> int:
         base_size = int(engine.run("image", "inspect", "-f", "{{.Size}}", base, capture=True).stdout)
         detail = f"{size / 1e6:.0f} MB on {base} ({base_size / 1e6:.0f} MB base + {(size - base_size) / 1e6:.0f} MB ours)"
         if base == OFFICIAL_BASE:
-            check("image size under 400 MB", size < 400e6, detail)
-        else:   # the 400 MB target is defined on the official base, which this machine cannot pull
-            print(f"INFO image size: {detail}; the 400 MB target applies to {OFFICIAL_BASE}", flush=True)
+            check("image size under 450 MB", size < 450e6, detail)
+        else:   # the 450 MB target is defined on the official base, which this machine cannot pull
+            estimate = size - base_size + OFFICIAL_BASE_BYTES
+            check("image size under 450 MB on the official base (estimated)", estimate < 450e6,
+                  f"{detail}; with the official base's {OFFICIAL_BASE_BYTES / 1e6:.0f} MB: {estimate / 1e6:.0f} MB")
 
         listing = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",
                              "ls /workspace/src; ls /workspace/src/qmedsam/models", capture=True, check=False)
         check("the image holds the runtime package and its models only",
-              listing.stdout.split() == ["qmedsam", "decoder.bin", "decoder.xml", "encoder.bin", "encoder.xml",
-                                         "manifest.json"], " ".join(listing.stdout.split()))
+              listing.stdout.split() == ["qmedsam", "decoder_boxes.bin", "decoder_boxes.xml", "decoder_image.bin",
+                                         "decoder_image.xml", "encoder.bin", "encoder.xml", "manifest.json"],
+              " ".join(listing.stdout.split()))
         runtime = sorted(p.name for p in (ROOT / "src" / "qmedsam").glob("*.py"))
         shipped = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",
                              "cd /workspace/src/qmedsam && ls *.py", capture=True, check=False)

@@ -67,10 +67,34 @@ def quick_int8(weights, tmp_path_factory, ct_case):
 @pytest.fixture(scope="session")
 def fp32_dir(float_model, tmp_path_factory):
     """Float IR: the repo's models/fp32 when exported, else a fresh export."""
-    if (MODELS / "fp32" / "encoder.xml").exists():
+    if all((MODELS / "fp32" / f"{g}.xml").exists() for g in ("encoder", "decoder", "decoder_image", "decoder_boxes")):
         return MODELS / "fp32"
     from training.export import export_float
 
     out = tmp_path_factory.mktemp("fp32")
     export_float(float_model, out)
     return out
+
+
+class CountingEngine:
+    """The real engine, recording which slices (by content) it encodes."""
+
+    def __init__(self, real):
+        self.real = real
+        self.encoded = []
+
+    def start_encode(self, tensor):
+        self.encoded.append(tensor.tobytes().__hash__())
+        return self.real.start_encode(tensor)
+
+    def finish_encode(self, handle):
+        return self.real.finish_encode(handle)
+
+    def encode(self, tensor):
+        return self.finish_encode(self.start_encode(tensor))
+
+    def prepare(self, emb):
+        self.real.prepare(emb)
+
+    def decode(self, boxes, **kw):
+        return self.real.decode(boxes, **kw)

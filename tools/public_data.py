@@ -118,3 +118,30 @@ def calibration_slices(limit: int | None = None) -> list[tuple[str, np.ndarray]]
     for i in range(longest):
         mixed.extend(g[i] for g in groups if i < len(g))
     return mixed[:limit] if limit else mixed
+
+
+def tiled_nuclei(height: int, width: int, n_labels: int, seed: int = 0) -> Labelled:
+    """A large fluorescence image tiled from the 2D nuclei image (each tile rotated/flipped at
+    random, instances kept apart per tile), with ``n_labels`` of its nuclei labelled 1..n."""
+    rng = np.random.default_rng(seed)
+    src = nuclei_2d()
+    size = src.labels.shape[0]
+    rows, cols = -(-height // size), -(-width // size)
+    image = np.zeros((rows * size, cols * size, 3), np.uint8)
+    labels = np.zeros((rows * size, cols * size), np.int64)
+    offset = 0
+    for r in range(rows):
+        for c in range(cols):
+            turn, flip = int(rng.integers(4)), bool(rng.integers(2))
+            img, lab = np.rot90(src.image, turn), np.rot90(src.labels, turn)
+            if flip:
+                img, lab = img[:, ::-1], lab[:, ::-1]
+            image[r * size:(r + 1) * size, c * size:(c + 1) * size] = img
+            labels[r * size:(r + 1) * size, c * size:(c + 1) * size] = np.where(lab > 0, lab + offset, 0)
+            offset = int(labels.max())
+    image, labels = image[:height, :width], labels[:height, :width]
+    present = np.unique(labels)
+    keep = rng.choice(present[present > 0], n_labels, replace=False)
+    kept = np.where(np.isin(labels, keep), labels, 0)
+    _, dense = np.unique(kept, return_inverse=True)          # 0 stays 0: it is the smallest value
+    return Labelled("Microscope", np.ascontiguousarray(image), dense.reshape(kept.shape).astype(np.uint16))

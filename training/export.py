@@ -5,6 +5,10 @@ checkpoint with ``--ckpt``, else post-training quantization of the pretrained
 weights on real public slices), constant weight clips folded, converted with
 ``openvino.convert_model`` and saved without fp16 compression.
 fp32: the same graphs in float (``MODELS/fp32``), for comparison.
+Both: the factored mask decoder the runtime runs (``decoder_image``, once per image, and
+``decoder_boxes``, per block of boxes; ``training/model/factored_decoder.py``), in float from
+the float weights (the pretrained ones, or the QAT checkpoint's).  ``decoder`` is the plain,
+unfactored decoder: the reference the factored one is tested and benchmarked against.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import platform
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +24,23 @@ import onnx
 import openvino as ov
 import torch
 
-from qmedsam.engine import DECODER_IO, ENCODER_IO
+from qmedsam.engine import DECODER_BOXES_IO, DECODER_IMAGE_IO, DECODER_IO, ENCODER_IO
+from training.model.factored_decoder import DecoderBoxes, DecoderImageState
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
 from training.model.quant_switch import QuantConfig
 from training.onnx_fold import fold_constant_clips
 from tools.weights import DEFAULT_PATH, ensure_weights, sha256_of
 
-ENC_IO = tuple(list(names) for names in ENCODER_IO)     # the names the runtime binds by
-DEC_IO = tuple(list(names) for names in DECODER_IO)
+
+def _names(io):
+    """The runtime's tensor names (``qmedsam.engine``), as the lists ``torch.onnx.export`` takes."""
+    return tuple(list(names) for names in io)
+
+
+ENC_IO, DEC_IO = _names(ENCODER_IO), _names(DECODER_IO)
 DEC_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}}
+DEC_BOXES_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}, "iou_predictions": {0: "B"}}
+GRAPHS = ("encoder", "decoder", "decoder_image", "decoder_boxes")
 OPSET = 17
 
 
@@ -46,24 +59,52 @@ def graphs(model: LiteMedSAM):
             ("decoder", model.decoder(), (emb, boxes), DEC_IO, DEC_DYNAMIC))
 
 
-def onnx_to_ir(onnx_path: Path, xml_path: Path) -> None:
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+def factored_graphs(fmodel: LiteMedSAM):
+    """The runtime's decoder graphs, (name, module, args, io, dynamic axes) as :func:`graphs`."""
+    _, emb, boxes = example_inputs()
+    image_state = DecoderImageState(fmodel).eval()
+    with torch.no_grad():
+        state = image_state(emb)
+    return (("decoder_image", image_state, (emb,), _names(DECODER_IMAGE_IO), None),
+            ("decoder_boxes", DecoderBoxes(fmodel).eval(), (state, boxes), _names(DECODER_BOXES_IO),
+             DEC_BOXES_DYNAMIC))
 
 
-def export_float(model: LiteMedSAM, out: Path) -> dict[str, Path]:
+def float_copy(model: LiteMedSAM) -> LiteMedSAM:
+    """The float LiteMedSAM with a (possibly quantized) model's weights: quantizer state dropped."""
+    state = {k: v for k, v in model.state_dict().items() if "_quant" not in k}
+    fmodel = LiteMedSAM()
+    missing, unexpected = fmodel.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"float copy: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return fmodel.eval()
+
+
+def onnx_to_ir(onnx_path: Path, xml_path: Path, fp16_weights: bool = False) -> None:
+    """IR from ONNX; float weights stored as f16 with ``fp16_weights`` (OpenVINO turns them back
+    into f32 at load: half the file, the same speed)."""
+    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=fp16_weights)
+
+
+def export_float(model: LiteMedSAM, out: Path, entries=None, keep_onnx: bool = True,
+                 fp16_weights: bool = False) -> dict[str, Path]:
+    """Float ONNX + IR of ``entries`` (default: every graph of the float ``model``); without
+    ``keep_onnx`` the ONNX files are an intermediate step only (the IR is what runs)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for name, module, args, io, dyn in graphs(model):
-        onnx_path = out / f"{name}.onnx"
-        torch.onnx.export(module.eval(), args, str(onnx_path), input_names=io[0], output_names=io[1],
-                          dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
-        onnx_to_ir(onnx_path, out / f"{name}.xml")
-        paths[name] = out / f"{name}.xml"
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, module, args, io, dyn in entries or (*graphs(model), *factored_graphs(model)):
+            onnx_path = (out if keep_onnx else Path(tmp)) / f"{name}.onnx"
+            torch.onnx.export(module.eval(), args, str(onnx_path), input_names=io[0], output_names=io[1],
+                              dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+            onnx_to_ir(onnx_path, out / f"{name}.xml", fp16_weights)
+            paths[name] = out / f"{name}.xml"
     return paths
 
 
-def export_quant(model: LiteMedSAM, out: Path) -> dict[str, int]:
-    """QCDQ export of a calibrated/trained quantized model; returns folded clips per graph."""
+def export_quant(model: LiteMedSAM, out: Path, float_source: LiteMedSAM | None = None) -> dict[str, int]:
+    """QCDQ export of a calibrated/trained quantized model, plus the float factored decoder from
+    ``float_source`` (default: the model's own weights); returns folded clips per graph."""
     from brevitas.export import export_onnx_qcdq
 
     out.mkdir(parents=True, exist_ok=True)
@@ -76,6 +117,10 @@ def export_quant(model: LiteMedSAM, out: Path) -> dict[str, int]:
         folded[name] = fold_constant_clips(proto)
         onnx.save(proto, str(onnx_path))
         onnx_to_ir(onnx_path, out / f"{name}.xml")
+    # The runtime's float decoder graphs beside the int8 ones: their IR is what runs (the ONNX
+    # would only add size), with f16-stored weights (13 MB less in the image; masks vs the plain
+    # float decoder: mean Dice 0.9999 in f32 on real slices; bf16 rounds them more anyway).
+    export_float(model, out, factored_graphs(float_source or float_copy(model)), keep_onnx=False, fp16_weights=True)
     return folded
 
 
@@ -93,7 +138,7 @@ def _libraries() -> dict:
 
 
 def write_manifest(folder: Path, record: dict) -> None:
-    names = [f"{g}.{ext}" for g in ("encoder", "decoder") for ext in ("xml", "bin", "onnx")]
+    names = [f"{g}.{ext}" for g in GRAPHS for ext in ("xml", "bin", "onnx")]
     record = dict(record, files=_file_records(folder, names), libraries=_libraries(),
                   created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     (folder / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -138,11 +183,19 @@ def main(argv=None) -> None:
         return
     if args.ckpt:
         model, record = build_from_qat(args.ckpt)
+        float_source, float_from = float_copy(model), "the QAT checkpoint's weights"
     else:
         from training.ptq_recipe import post_training_quantize
 
         model, record = post_training_quantize(weights, args.calib, args.target, args.distill_steps)
-    folded = export_quant(model, args.models)
+        float_source, float_from = build_lite_medsam(weights), "the pretrained float weights"
+    folded = export_quant(model, args.models, float_source)
+    record["runtime_decoder"] = {
+        "graphs": ["decoder_image", "decoder_boxes"], "precision": "float", "weights": float_from,
+        "what": "the mask decoder factored into per-image and per-box work "
+                "(training/model/factored_decoder.py); equals the plain float decoder up to rounding",
+        "weights_stored_as": "f16 (f32 at run time)",
+        "reference": "decoder (the plain decoder, int8 QCDQ): benchmarks and tests only"}
     write_manifest(args.models, dict(record, precision="int8", source_checkpoint=source,
                                      onnx={"format": "Brevitas QCDQ", "opset": OPSET,
                                            "constant_clips_folded": folded}))

@@ -1,17 +1,24 @@
-"""OpenVINO encoder/decoder pair, compiled for CPU with a persistent compile cache.
+"""OpenVINO encoder and decoder, compiled for CPU with a persistent compile cache.
 
-Inputs and outputs are bound by the tensor names ``make export`` gives the graphs
-(:data:`ENCODER_IO`, :data:`DECODER_IO`; ``training/export.py`` imports them from here).
+The decoder runs as two graphs: ``decoder_image`` once per image (the work every box of
+it shares) and ``decoder_boxes`` per block of boxes; see
+``training/model/factored_decoder.py``.  Inputs and outputs are bound by the tensor names
+``make export`` gives the graphs (the ``*_IO`` constants; ``training/export.py`` imports
+them from here).
 """
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 ENCODER_IO = (("image",), ("image_embedding",))
-DECODER_IO = (("image_embedding", "boxes"), ("low_res_masks",))
+DECODER_IMAGE_IO = (("image_embedding",), ("decoder_state",))
+DECODER_BOXES_IO = (("decoder_state", "boxes"), ("low_res_masks", "iou_predictions"))
+DECODER_IO = (("image_embedding", "boxes"), ("low_res_masks",))      # the plain decoder (reference only)
+GRAPHS = ("encoder", "decoder_image", "decoder_boxes")                 # what the runtime loads
 FLOAT_OPS = ("auto", "f32", "bf16")
 
 
@@ -50,9 +57,16 @@ def _check_names(model, kind: str, io: tuple[tuple[str, ...], tuple[str, ...]]) 
                               f"(has {', '.join(sorted(got)) or 'none'}): re-export it with `make export`")
 
 
+def _tensor(array: np.ndarray):
+    import openvino as ov
+
+    return ov.Tensor(array)
+
+
 class Engine:
-    """Encoder image (1,3,256,256) -> image_embedding (1,256,64,64); decoder (image_embedding,
-    boxes (B,1,4)) -> low_res_masks (B,1,256,256)."""
+    """Encoder: image (1,3,256,256) -> image_embedding (1,256,64,64).  Decoder:
+    :meth:`prepare` an embedding once, then :meth:`decode` blocks of boxes (B,1,4) against it ->
+    low_res_masks (B,1,256,256) (and iou_predictions (B,1))."""
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None, threads: int = 0,
                  hint: str = "LATENCY", float_precision: str = "auto"):
@@ -73,18 +87,21 @@ class Engine:
         if threads:
             config[props.inference_num_threads] = int(threads)
         try:
-            # paths (not ov.Model objects) let a warm cache skip reading the IR entirely
-            self.encoder = core.compile_model(str(model_dir / "encoder.xml"), "CPU", config)
-            self.decoder = core.compile_model(str(model_dir / "decoder.xml"), "CPU", config)
+            # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the
+            # three graphs load side by side (OpenVINO releases the GIL while it loads).
+            with ThreadPoolExecutor(len(GRAPHS)) as pool:
+                jobs = {name: pool.submit(core.compile_model, str(model_dir / f"{name}.xml"), "CPU", config)
+                        for name in GRAPHS}
+                compiled = {name: job.result() for name, job in jobs.items()}
         except RuntimeError as e:
             first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
             raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
-        _check_names(self.encoder, "encoder", ENCODER_IO)
-        _check_names(self.decoder, "decoder", DECODER_IO)
-        self.loaded_from_cache = all(
-            bool(m.get_property(props.loaded_from_cache)) for m in (self.encoder, self.decoder))
-        self._enc = [self.encoder.create_infer_request() for _ in range(2)]
-        self._dec = self.decoder.create_infer_request()
+        for name, io in zip(GRAPHS, (ENCODER_IO, DECODER_IMAGE_IO, DECODER_BOXES_IO)):
+            _check_names(compiled[name], name, io)
+        self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
+        self._enc = [compiled["encoder"].create_infer_request() for _ in range(2)]
+        self._image = compiled["decoder_image"].create_infer_request()
+        self._boxes = compiled["decoder_boxes"].create_infer_request()
         self._next = 0
 
     def start_encode(self, tensor: np.ndarray):
@@ -101,8 +118,18 @@ class Engine:
     def encode(self, tensor: np.ndarray) -> np.ndarray:
         return self.finish_encode(self.start_encode(tensor))
 
-    def decode(self, embedding: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space."""
-        emb_name, boxes_name = DECODER_IO[0]
-        self._dec.infer({emb_name: embedding, boxes_name: np.ascontiguousarray(boxes, dtype=np.float32)})
-        return self._dec.get_tensor(DECODER_IO[1][0]).data.copy()
+    def prepare(self, embedding: np.ndarray) -> None:
+        """The per-image decoder work for ``embedding``; :meth:`decode` then runs against it (until
+        the next ``prepare``).  The state stays in OpenVINO's tensor: no copy."""
+        self._image.infer({DECODER_IMAGE_IO[0][0]: embedding})
+        self._boxes.set_tensor(DECODER_BOXES_IO[0][0], self._image.get_tensor(DECODER_IMAGE_IO[1][0]))
+
+    def decode(self, boxes: np.ndarray, with_iou: bool = False):
+        """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space, on the prepared image;
+        with ``with_iou`` also the decoder's IoU prediction per box (B,)."""
+        self._boxes.set_tensor(DECODER_BOXES_IO[0][1], _tensor(np.ascontiguousarray(boxes, dtype=np.float32)))
+        self._boxes.infer()
+        logits = self._boxes.get_tensor(DECODER_BOXES_IO[1][0]).data.copy()
+        if not with_iou:
+            return logits
+        return logits, self._boxes.get_tensor(DECODER_BOXES_IO[1][1]).data[:, 0].copy()

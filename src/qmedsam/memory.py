@@ -5,9 +5,11 @@ import os
 import resource
 from pathlib import Path
 
-# Measured with `make bench-predict` (decoder working set per box incl. its logits).
-DECODER_BYTES_PER_BOX = 52 * 2**20   # ~51 MB/box measured for B = 1..32
-MAX_BLOCK = 16                       # larger blocks gain <10% per box (measured)
+# The factored decoder's working set per box of a block, its logits included: peak RSS grows
+# 12.8 MB a box from blocks of 1 to 16 (`make bench-predict`, 241-box case); 16 MB with margin.
+DECODER_BYTES_PER_BOX = 16 * 2**20
+# Blocks of 8 run the 125-box sample as fast as blocks of 16 (1.52 vs 1.51 s) with 130 MB less.
+MAX_BLOCK = 8
 
 
 def _read_int(path: Path) -> int | None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qmedsam.engine import EngineError
+from qmedsam.engine import GRAPHS, EngineError
 
 PACKAGE_MODELS = Path(__file__).with_name("models")
-MODEL_FILES = ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin")
+MODEL_FILES = tuple(f"{graph}.{ext}" for graph in GRAPHS for ext in ("xml", "bin"))
 
 
 def default_models() -> Path:

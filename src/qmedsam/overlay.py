@@ -1,15 +1,15 @@
-"""PNG montages of image, boxes and masks for a quick look (one per case), numpy only."""
+"""PNG montages of image, boxes and masks for a quick look (one per case)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from qmedsam.atomic import replacing
 from qmedsam.cases import box_xy
 from qmedsam.plan3d import middle_slice
-from qmedsam.png import write_png
 from qmedsam.preprocess import to_rgb
-from qmedsam.resize import resize_nearest
 
 TILE = 384
 
@@ -46,10 +46,18 @@ def draw(image: np.ndarray, seg: np.ndarray, boxes: np.ndarray, alpha: float = 0
     out[mask] = (1 - alpha) * out[mask] + alpha * colours[seg[mask].astype(np.int64) - 1]
     out = out.astype(np.uint8)
     s = TILE / max(out.shape[:2])
-    out = resize_nearest(out, max(1, round(out.shape[1] * s)), max(1, round(out.shape[0] * s)))
+    out = cv2.resize(out, (max(1, round(out.shape[1] * s)), max(1, round(out.shape[0] * s))),
+                     interpolation=cv2.INTER_NEAREST)
     for i, b in enumerate(boxes):
         _rectangle(out, (int(b[0] * s), int(b[1] * s)), (int((b[2] + 1) * s), int((b[3] + 1) * s)), colours[i])
     return out
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    """An RGB image as a PNG file (OpenCV, written atomically)."""
+    with replacing(path, suffix=".png") as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):
+            raise OSError(f"{path}: PNG not written")
 
 
 def montage(tiles: list[np.ndarray], cols: int = 4) -> np.ndarray:

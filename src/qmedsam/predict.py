@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from qmedsam.cases import CaseError, load_case
 from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
 from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit, peak_rss_bytes
 from qmedsam.model_dir import default_models, model_dir
+from qmedsam.zoom import MAX_CROPS
 
 CACHE_NAME = ".qmedsam-cache"
-CSV_HEADER = "case,seconds,boxes,slices_encoded,decoder_calls,peak_rss_mb,status\n"
+CSV_HEADER = "case,seconds,boxes,slices_encoded,crops_encoded,decoder_calls,peak_rss_mb,status\n"
 
 
 def _env(name: str, default):
@@ -65,6 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--mode-3d", choices=("fixed", "propagate"), default=_env("QMEDSAM_MODE_3D", "fixed"),
                     help="fixed: each box's xy extent on every slice of its z range (paper); propagate: "
                          "baseline propagation from the middle slice; both encode each slice once")
+    ap.add_argument("--zoom", choices=("auto", "off"), default=_env("QMEDSAM_ZOOM", "auto"),
+                    help="2D images: decode boxes too small for the 256-pixel model input against crops "
+                         "around them (auto, default) or not (off)")
+    ap.add_argument("--zoom-crops", type=int, default=int(_env("QMEDSAM_ZOOM_CROPS", str(MAX_CROPS))),
+                    help=f"time budget of --zoom auto: at most this many crops per image, each one encoder "
+                         f"pass, about one 3D slice's time (default {MAX_CROPS})")
     ap.add_argument("--threads", type=int, default=int(_env("QMEDSAM_THREADS", "0")),
                     help="OpenVINO inference threads (0: all cores)")
     ap.add_argument("--hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY",
@@ -103,9 +111,40 @@ def _count(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+class _EngineWhenReady:
+    """The engine, built in a background thread while the first case is read and preprocessed
+    (compiling or loading the cached models releases the GIL); the first use waits for it."""
+
+    def __init__(self, build, report=None):
+        self._engine, self._error = None, None
+        self._report = report
+
+        def run():
+            try:
+                self._engine = build()
+            except BaseException as e:  # re-raised in the thread that uses the engine
+                self._error = e
+
+        self._thread = threading.Thread(target=run, name="qmedsam-models", daemon=True)
+        self._thread.start()
+
+    def ready(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._report is not None:
+            self._report(self._engine)
+            self._report = None
+        return self._engine
+
+    def __getattr__(self, name):
+        return getattr(self.ready(), name)
+
+
 def start(args):
-    """Everything checked once before the first case: folders, models, cache, the compiled engine.
-    Returns (cases, engine); raises :class:`EngineError` or ``OSError`` with a one-line reason."""
+    """Everything checked once before the first case: folders, models, cache; the engine is
+    then built in the background.  Returns (cases, engine); raises :class:`EngineError` with a
+    one-line reason (the engine's own build errors come at its first use)."""
     if not args.inputs.is_dir():
         raise EngineError(f"{args.inputs}: inputs folder not found")
     try:
@@ -118,16 +157,21 @@ def start(args):
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if not cases:
         return cases, None
-    from qmedsam.engine import Engine
-
-    t = time.perf_counter()
     cache = _cache_dir(args)
-    engine = Engine(models, cache, threads=args.threads, hint=args.hint,
-                    float_precision=float_ops_for(args.precision, args.float_ops))
-    if args.verbose:
-        _say(f"models ready in {time.perf_counter() - t:.2f} s "
-             f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'})")
-    return cases, engine
+    t = time.perf_counter()
+
+    def build():
+        from qmedsam.engine import Engine
+
+        return Engine(models, cache, threads=args.threads, hint=args.hint,
+                      float_precision=float_ops_for(args.precision, args.float_ops))
+
+    def report(engine):
+        if args.verbose:
+            _say(f"models ready {time.perf_counter() - t:.2f} s after start-up checks "
+                 f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'})")
+
+    return cases, _EngineWhenReady(build, report)
 
 
 def main(argv=None) -> int:
@@ -154,8 +198,9 @@ def main(argv=None) -> int:
             h, w = case.image.shape[1:3] if case.is_3d else case.image.shape[:2]
             block = (auto_block_size(h, w, limit, current_rss_bytes()) if args.max_boxes == "auto"
                      else args.max_boxes)
-            seg, stats = segment_case(case, engine, Options(max_boxes=block, mode_3d=args.mode_3d,
-                                                            overlap=args.overlap))
+            seg, stats = segment_case(case, engine, Options(
+                max_boxes=block, mode_3d=args.mode_3d, overlap=args.overlap,
+                zoom_crops=args.zoom_crops if args.zoom == "auto" else 0))
             save_segs(args.outputs / path.name, seg)
             if args.verbose and not rows and stats.first_embedding_at is not None:
                 from qmedsam.proc_clock import process_age
@@ -168,6 +213,9 @@ def main(argv=None) -> int:
                 from qmedsam.overlay import case_overlay
 
                 case_overlay(case.image, seg, case.boxes, case.is_3d, args.overlay / f"{path.stem}.png")
+        except EngineError as e:            # the models could not be loaded: no case can run
+            _say(str(e))
+            return 2
         except CaseError as e:
             failed += 1
             status = "error"
@@ -177,11 +225,12 @@ def main(argv=None) -> int:
             status = "error"
             _say(f"{path.name}: {type(e).__name__}: {e}")
         seconds = time.perf_counter() - t0
-        encoded = stats.slices_encoded if stats else 0
+        encoded, crops = (stats.slices_encoded, stats.crops_encoded) if stats else (0, 0)
         if status == "ok" and not args.quiet:
-            _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')} encoded, "
-                 f"{seconds:.2f} s")
-        rows.append(f"{path.name},{seconds:.3f},{n_boxes},{encoded},"
+            zoomed = f" + {_count(crops, 'crop', 'crops')}" if crops else ""
+            _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')}{zoomed} "
+                 f"encoded, {seconds:.2f} s")
+        rows.append(f"{path.name},{seconds:.3f},{n_boxes},{encoded},{crops},"
                     f"{stats.decoder_calls if stats else 0},{peak_rss_bytes() / 2**20:.0f},{status}\n")
         save_text(args.outputs / "efficiency.csv", CSV_HEADER + "".join(rows))
     _say(f"{_count(len(cases), 'case', 'cases')}: {len(cases) - failed} ok, {failed} failed, "
@@ -190,4 +239,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # The predictor converts no models: skip importing OpenVINO's model converter and its
+    # telemetry (~0.1 s of every run's start-up; the image does not ship it at all).
+    sys.modules.setdefault("openvino.tools.ovc", None)
     sys.exit(main())

@@ -1,20 +1,19 @@
 """The one preprocessing implementation, shared by runtime, export and training.
 
 Follows the challenge baseline (see the reference doc): resize so the longest
-side is 256 (OpenCV's INTER_AREA on uint8, reproduced bit for bit by
-:mod:`qmedsam.resize`, so the runtime needs no OpenCV), min-max normalise the resized image to
+side is 256 (OpenCV's INTER_AREA on uint8), min-max normalise the resized image to
 [0, 1], zero-pad bottom/right to 256x256, boxes scaled by 256/max(H, W) and
 truncated.  Post-processing crops the 256x256 logits to the resized extent and
-up-samples bilinearly (align_corners=False) to the original size.
+up-samples bilinearly (align_corners=False) to the original size (:mod:`qmedsam.masks`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from qmedsam.masks import upsample_full
-from qmedsam.resize import resize_area, resize_nearest
 
 MODEL_SIZE = 256
 
@@ -53,7 +52,7 @@ def image_to_tensor(image: np.ndarray) -> tuple[np.ndarray, Geometry]:
     rgb = to_rgb(image)
     geo = Geometry(rgb.shape[0], rgb.shape[1])
     new_h, new_w = geo.resized
-    small = resize_area(rgb, new_w, new_h).astype(np.float32)
+    small = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA).astype(np.float32)
     lo, hi = float(small.min()), float(small.max())
     small = (small - lo) / max(hi - lo, 1e-8)
     out = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)
@@ -81,7 +80,7 @@ def mask_to_model(mask: np.ndarray, geo: Geometry) -> np.ndarray:
     The training target for the 256x256 low-res logits; the inverse of :func:`logits_to_mask`.
     """
     new_h, new_w = geo.resized
-    small = resize_nearest(np.asarray(mask, np.uint8), new_w, new_h)
+    small = cv2.resize(np.ascontiguousarray(mask, np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST)
     out = np.zeros((MODEL_SIZE, MODEL_SIZE), np.uint8)
     out[:new_h, :new_w] = small
     return out

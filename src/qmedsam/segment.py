@@ -11,31 +11,41 @@ from qmedsam.embedding_store import EmbeddingStore
 from qmedsam.masks import paste_mask, positive_bounds
 from qmedsam.plan3d import fixed_plan, propagation_plan
 from qmedsam.preprocess import MODEL_SIZE, Geometry, boxes_to_model, image_to_tensor
+from qmedsam.zoom import MAX_CROPS, plan_crops
 
 PROPAGATION_MARGIN = 3          # px in 256-space, as the baseline
 
 
 @dataclass
 class Options:
-    max_boxes: int = 16
+    max_boxes: int = 8
     mode_3d: str = "fixed"
     store_budget: int = 512 * 2**20
     overlap: bool = True
+    zoom_crops: int = MAX_CROPS        # 2D: at most this many crops for small boxes (0: no zoom)
 
 
 @dataclass
 class Stats:
     decoder_calls: int = 0
     encoded: list[int] = field(default_factory=list)     # slice indices, in encoding order
+    crops_encoded: int = 0                                # 2D zoom crops
     first_embedding_at: float | None = None               # time.perf_counter() of the first embedding
 
     @property
     def slices_encoded(self) -> int:
         return len(self.encoded)
 
-    def note_encoded(self, z: int) -> None:
+    @property
+    def encoder_passes(self) -> int:
+        return len(self.encoded) + self.crops_encoded
+
+    def note_embedding(self) -> None:
         if self.first_embedding_at is None:
             self.first_embedding_at = time.perf_counter()
+
+    def note_encoded(self, z: int) -> None:
+        self.note_embedding()
         self.encoded.append(z)
 
 
@@ -45,8 +55,9 @@ def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, fo
     prompt (from its low-res mask; None where the mask is empty)."""
     new_h, new_w = geo.resized
     prompts = [] if follow else None
+    engine.prepare(emb)                          # the decoder's per-image work, once per image
     for s in range(0, len(boxes256), opts.max_boxes):
-        logits = engine.decode(emb, boxes256[s:s + opts.max_boxes])
+        logits = engine.decode(boxes256[s:s + opts.max_boxes])
         stats.decoder_calls += 1
         for k in range(logits.shape[0]):
             crop = logits[k, 0, :new_h, :new_w]
@@ -57,35 +68,53 @@ def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, fo
 
 
 def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
+    """The image encoded once for its boxes; small boxes (see :mod:`qmedsam.zoom`) decoded
+    against crops around them instead, each crop encoded once."""
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
-    tensor, geo = image_to_tensor(case.image)
-    emb = engine.encode(tensor)
-    stats.note_encoded(0)
-    _decode_and_paste(engine, emb, boxes_to_model(case.boxes, geo), np.arange(1, len(case.boxes) + 1),
-                      seg, geo, opts, stats)
+    crops, plain = plan_crops(*seg.shape, case.boxes, opts.zoom_crops)
+    if len(plain):
+        tensor, geo = image_to_tensor(case.image)
+        emb = engine.encode(tensor)
+        stats.note_encoded(0)
+        _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, geo, opts, stats)
+    views = [case.image[c.y0:c.y1, c.x0:c.x1] for c in crops]
+    for k, emb in _encoded(engine, views, opts.overlap):
+        c = crops[k]
+        stats.crops_encoded += 1
+        stats.note_embedding()
+        idx = np.asarray(c.boxes)
+        local = case.boxes[idx] - np.array([c.x0, c.y0, c.x0, c.y0])
+        geo = Geometry(*c.shape)
+        _decode_and_paste(engine, emb, boxes_to_model(local, geo), idx + 1, seg[c.y0:c.y1, c.x0:c.x1], geo,
+                          opts, stats)
     return seg
 
 
-def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats):
-    """Yield (z, embedding) for slices ``zs`` in order; with ``overlap`` the next slice is
-    encoded while the caller decodes the current one."""
-    zs = list(zs)
+def _encoded(engine, images, overlap: bool):
+    """Yield (i, embedding) for ``images`` in order; with ``overlap`` the next image is encoded
+    while the caller decodes the current one."""
+    def start(i):
+        return engine.start_encode(image_to_tensor(images[i])[0])
 
-    def start(z):
-        return engine.start_encode(image_to_tensor(volume[z])[0])
-
-    pending = start(zs[0]) if zs else None
-    for i, z in enumerate(zs):
+    pending = start(0) if len(images) else None
+    for i in range(len(images)):
         emb = engine.finish_encode(pending)
-        more = i + 1 < len(zs)
+        more = i + 1 < len(images)
         if overlap and more:
-            pending = start(zs[i + 1])
-        stats.note_encoded(z)
-        yield z, emb
+            pending = start(i + 1)
+        yield i, emb
         if not overlap and more:
-            pending = start(zs[i + 1])
+            pending = start(i + 1)
+
+
+def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats):
+    """Yield (z, embedding) for slices ``zs`` of ``volume`` in order (see :func:`_encoded`)."""
+    zs = list(zs)
+    for i, emb in _encoded(engine, [volume[z] for z in zs], overlap):
+        stats.note_encoded(zs[i])
+        yield zs[i], emb
 
 
 def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:

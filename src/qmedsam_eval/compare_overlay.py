@@ -5,9 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.overlay import draw, montage
+from qmedsam.overlay import draw, montage, write_png
 from qmedsam.plan3d import middle_slice
-from qmedsam.png import write_png
 
 NO_BOXES = np.zeros((0, 4), np.int64)
 

@@ -17,17 +17,19 @@ def test_cgroup_limits(tmp_path):
 
 
 def test_auto_block_is_a_quarter_of_free_memory_in_decoder_working_sets():
-    gib, per_box = 1 << 30, DECODER_BYTES_PER_BOX
+    mib, per_box = 1 << 20, DECODER_BYTES_PER_BOX
     image = 4 * 512 * 512                                   # label map + image, 4 bytes a pixel
-    # 1 GiB limit, 200 MiB resident: a quarter of what is left, in whole working sets
-    assert auto_block_size(512, 512, gib, 200 << 20) == (gib - (200 << 20) - image) // 4 // per_box
+    # 512 MiB limit, 200 MiB resident: a quarter of what is left, in whole working sets
+    expected = (512 * mib - 200 * mib - image) // 4 // per_box
+    assert 1 < expected < MAX_BLOCK
+    assert auto_block_size(512, 512, 512 * mib, 200 * mib) == expected
     # more memory, more boxes, capped at MAX_BLOCK
-    assert auto_block_size(512, 512, 64 * gib, 200 << 20) == MAX_BLOCK
+    assert auto_block_size(512, 512, 64 << 30, 200 * mib) == MAX_BLOCK
     # what is resident and the image size count against the budget
-    assert auto_block_size(512, 512, gib, 600 << 20) < auto_block_size(512, 512, gib, 200 << 20)
-    assert auto_block_size(8192, 8192, gib, 200 << 20) < auto_block_size(512, 512, gib, 200 << 20)
+    assert auto_block_size(512, 512, 512 * mib, 400 * mib) < expected
+    assert auto_block_size(8192, 8192, 512 * mib, 200 * mib) < expected
     # nothing free: still one box at a time, never zero
-    assert auto_block_size(512, 512, gib, 2 * gib) == 1
+    assert auto_block_size(512, 512, 512 * mib, 600 * mib) == 1
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import MODELS, ROOT, SAMPLES, dice
+from conftest import MODELS, ROOT, SAMPLES, CountingEngine, dice
 from qmedsam.cases import Case, load_case
 from qmedsam.engine import Engine
 from qmedsam.predict import main
@@ -26,27 +26,6 @@ def sample_outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("outputs")
     code = main(["-i", str(SAMPLES / "inputs"), "-o", str(out), "--cache", str(out.parent / "c1")])
     return code, out
-
-
-class CountingEngine:
-    """The real engine, recording which slices (by content) it encodes."""
-
-    def __init__(self, real):
-        self.real = real
-        self.encoded = []
-
-    def start_encode(self, tensor):
-        self.encoded.append(tensor.tobytes().__hash__())
-        return self.real.start_encode(tensor)
-
-    def finish_encode(self, handle):
-        return self.real.finish_encode(handle)
-
-    def encode(self, tensor):
-        return self.finish_encode(self.start_encode(tensor))
-
-    def decode(self, emb, boxes):
-        return self.real.decode(emb, boxes)
 
 
 def test_sample_outputs_follow_the_contract(sample_outputs):
@@ -183,20 +162,37 @@ def test_start_up_problems_stop_before_the_first_case_with_one_line(tmp_path, ca
     assert stop.value.code == 2 and "--max-boxes: '1O' is neither 'auto' nor a positive" in capsys.readouterr().err
 
 
+def test_models_that_do_not_compile_stop_the_run_with_one_line(tmp_path, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in ("encoder.bin", "decoder_image.xml", "decoder_image.bin", "decoder_boxes.xml", "decoder_boxes.bin"):
+        shutil.copy(MODELS / f, models / f)
+    (models / "encoder.xml").write_text("<net>not a model</net>")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("2DBox_CT_0002.npz", "2DBox_Microscope_0003.npz"):
+        shutil.copy(SAMPLES / "inputs" / name, inputs)
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--models", str(models), "--cache", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot compile the models in" in err[0], err
+    assert not list((tmp_path / "out").glob("*.npz"))
+
+
 def test_models_are_found_by_option_environment_or_package_data(tmp_path, monkeypatch):
     from qmedsam.engine import EngineError
-    from qmedsam.model_dir import PACKAGE_MODELS, default_models, model_dir
+    from qmedsam.model_dir import MODEL_FILES, PACKAGE_MODELS, default_models, model_dir
 
     monkeypatch.delenv("QMEDSAM_MODELS", raising=False)
     assert default_models() == PACKAGE_MODELS and model_dir(default_models(), "int8") == PACKAGE_MODELS
     assert (PACKAGE_MODELS / "encoder.xml").read_bytes() == (MODELS / "encoder.xml").read_bytes()
     monkeypatch.setenv("QMEDSAM_MODELS", str(tmp_path))
     assert default_models() == tmp_path
-    with pytest.raises(EngineError, match="missing encoder.xml, encoder.bin, decoder.xml, decoder.bin"):
+    with pytest.raises(EngineError, match="missing encoder.xml, encoder.bin, decoder_image.xml, decoder_image.bin, "
+                                          "decoder_boxes.xml, decoder_boxes.bin"):
         model_dir(tmp_path, "int8")
     with pytest.raises(EngineError, match="make export-fp32"):
         model_dir(tmp_path, "fp32")
-    for f in ("encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"):
+    for f in MODEL_FILES:
         shutil.copy(MODELS / f, tmp_path / f)
     assert model_dir(tmp_path, "int8") == tmp_path
 
@@ -209,8 +205,8 @@ def test_engine_binds_by_the_exported_names_and_refuses_others(tmp_path):
     model = ov.Core().read_model(str(MODELS / "encoder.xml"))
     model.outputs[0].get_tensor().set_names({"features"})
     ov.save_model(model, str(tmp_path / "encoder.xml"), compress_to_fp16=False)
-    shutil.copy(MODELS / "decoder.xml", tmp_path)
-    shutil.copy(MODELS / "decoder.bin", tmp_path)
+    for f in ("decoder_image.xml", "decoder_image.bin", "decoder_boxes.xml", "decoder_boxes.bin"):
+        shutil.copy(MODELS / f, tmp_path)
     with pytest.raises(EngineError, match="encoder model has no output named image_embedding"):
         Engine(tmp_path)
 
@@ -266,7 +262,7 @@ def test_help_documents_every_option():
         assert opt in text
 
 
-def test_runtime_needs_neither_torch_nor_opencv_nor_scipy(tmp_path):
+def test_runtime_needs_no_training_or_evaluation_package(tmp_path):
     """The predictor (with overlays) runs with every training/evaluation package made unimportable."""
     block = tmp_path / "block"
     block.mkdir()
@@ -274,7 +270,8 @@ def test_runtime_needs_neither_torch_nor_opencv_nor_scipy(tmp_path):
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'cv2', 'scipy', 'brevitas', 'matplotlib', 'SimpleITK', 'tqdm'):\n"
+        "        if name.split('.')[0] in ('torch', 'scipy', 'brevitas', 'matplotlib', 'SimpleITK', 'tqdm',\n"
+        "                                   'qmedsam_eval', 'training', 'tools', 'benchmarks'):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n")
     inputs = tmp_path / "in"

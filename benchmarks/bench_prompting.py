@@ -1,0 +1,76 @@
+"""``make bench-prompting``: how the prompting modes score on every labelled public case, int8
+and FP32, side by side: 2D with ``--zoom off`` and ``auto``, 3D with ``--mode-3d fixed`` and
+``propagate``.  Cases: the bundled samples (CT chest slice and volume, 2D and 3D nuclei) and a
+1920x2560 fluorescence image tiled from the 2D nuclei image with 241 labelled nuclei.  Scores
+by the organisers' rules (:mod:`qmedsam_eval.metrics`); seconds are in-process (models loaded,
+the case read), per case.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.cpu import describe
+from qmedsam.cases import Case, load_case
+from qmedsam.engine import Engine
+from qmedsam.segment import Options, segment_case
+from qmedsam.zoom import MAX_CROPS
+from qmedsam_eval.label_boxes import boxes_from_labels
+from qmedsam_eval.metrics import case_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = {False: {"zoom off": Options(zoom_crops=0), "zoom auto": Options(zoom_crops=MAX_CROPS)},
+         True: {"fixed": Options(mode_3d="fixed"), "propagate": Options(mode_3d="propagate")}}
+
+
+def cases(samples: Path):
+    """(case, ground truth, spacing) of every labelled public case."""
+    for path in sorted(samples.glob("*.npz")):
+        g = np.load(samples.parent / "gts" / path.name)
+        yield load_case(path), g["gts"], tuple(g["spacing"]) if "spacing" in g.files else None
+    from tools.public_data import tiled_nuclei
+
+    t = tiled_nuclei(1920, 2560, 241, seed=0)
+    yield Case("2DBox_Microscope_tiled1920x2560.npz", t.image, boxes_from_labels(t.labels)), t.labels, None
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
+    args = ap.parse_args(argv)
+    print(f"CPU: {describe()}")
+    engines = {"int8": Engine(args.models), "fp32": Engine(args.models / "fp32", float_precision="f32")}
+    rows = []
+    for case, gt, spacing in cases(args.samples):
+        for mode, opts in MODES[case.is_3d].items():
+            for prec, engine in engines.items():
+                t = time.perf_counter()
+                seg, stats = segment_case(case, engine, opts)
+                seconds = time.perf_counter() - t
+                dsc, nsd = case_scores(gt, seg, spacing)
+                rows.append((case.name.split("_")[1], case.name, len(case.boxes), mode, prec, dsc, nsd, seconds,
+                             stats.encoder_passes))
+                print(f"  {case.name:38s} {mode:10s} {prec:5s} DSC {dsc:.4f} NSD {nsd:.4f} {seconds:6.2f} s "
+                      f"({stats.encoder_passes} encoder passes)", flush=True)
+    print("\n| modality | case | boxes | mode | int8 DSC | int8 NSD | int8 s | FP32 DSC | FP32 NSD | FP32 s |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    table = {}
+    for modality, name, boxes, mode, prec, dsc, nsd, seconds, _ in rows:
+        table.setdefault((modality, name, boxes, mode), {})[prec] = (dsc, nsd, seconds)
+    for (modality, name, boxes, mode), r in table.items():
+        print(f"| {modality} | {name} | {boxes} | {mode} | " + " | ".join(
+            f"{r[p][0]:.4f} | {r[p][1]:.4f} | {r[p][2]:.2f}" for p in ("int8", "fp32")) + " |")
+    print("\nmean per modality and mode (int8 DSC / NSD / s):")
+    for modality in sorted({k[0] for k in table}):
+        for mode in {k[3] for k in table if k[0] == modality}:
+            picked = [r["int8"] for k, r in table.items() if k[0] == modality and k[3] == mode]
+            means = np.mean(picked, axis=0)
+            print(f"  {modality:12s} {mode:10s} {means[0]:.4f} / {means[1]:.4f} / {means[2]:.2f} s  ({len(picked)} cases)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The mask decoder split by what depends on the box: a per-image graph and a per-box graph.
+
+In SAM's two-way transformer the image side (4,096 tokens of width 256) is where the
+work is, yet much of it is the same for every box.  Writing the image state of a box
+as ``X = a * B + C @ R`` (``B``: a per-image 4096x256 matrix; ``a``: a per-box scalar
+per image token; ``C @ R``: a low-rank per-box term, rank <= 117) lets every linear
+map of it be applied to ``B`` once per image and to the small ``R`` once per box:
+
+* block 1 starts from the image itself (``X0 = E + dense``): its token->image keys and
+  values and its image->token queries are per-image;
+* an image->token attention adds, per image token, a softmax-weighted sum of 7 token
+  values per head: ``out_proj(A V) = A (V W_out)``, a rank-56 term;
+* LayerNorm acts per token: its mean and variance follow from per-image dot products
+  with ``B`` and a per-box Gram matrix, and it leaves the form ``a * B + C @ R``;
+* the token->image attentions never materialise the per-box keys and values: with 7
+  queries, ``q K^T`` and ``P V`` are taken term by term;
+* the first transposed convolution (2x2, stride 2) is a per-pixel linear map, applied
+  to ``B`` per image and to ``R`` per box; from its LayerNorm on, the graph is SAM's.
+
+The per-image graph maps the embedding to one ``(1, 4096, STATE_WIDTH)`` tensor
+(:data:`STATE_LAYOUT` names its parts); the per-box graph takes it with the boxes.  In
+float the result equals :class:`~training.model.mask_decoder.MaskDecoder` up to
+rounding (tests).  Per box this is about 0.47 GMAC instead of 1.75; the per-image graph
+costs about as much as one box of the plain decoder.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEADS = 8
+TOKENS = 7                      # IoU token, 4 mask tokens, 2 box corners
+GRID = 64
+N_PIX = GRID * GRID
+
+# The per-image state: (name, width) of each part, in order, grouped by the matrix it is a
+# product of (one matmul each: see DecoderImageState).
+_GROUPS = {
+    "xp": [("k1", 128), ("q1", 128)],                                   # X0 + positional encoding
+    "x0": [("v1", 128)],                                                # X0 = embedding + dense prompt
+    "x0c": [("g0", 128), ("g0b", 1)],                                   # X0 centred per token
+    "b1": [("kb2", 128), ("vb2", 128), ("qb2", 128)],                   # B1 = X0c * norm4 weight
+    "b1c": [("h1", 128), ("q1s", 1), ("e1", 1), ("f1", 1), ("w2", 128), ("g1", 1)],   # B1 centred
+    "b2": [("kb3", 128), ("vb3", 128), ("tb", 256)],                    # B2 = B1c * block-2 norm4 weight
+}
+_PARTS = [part for parts in _GROUPS.values() for part in parts] + [("n0", 1), ("n1", 1)]
+STATE_LAYOUT: dict[str, slice] = {}
+_o = 0
+for _name, _width in _PARTS:
+    STATE_LAYOUT[_name] = slice(_o, _o + _width)
+    _o += _width
+STATE_WIDTH = _o
+
+
+def _w(layer):
+    return layer.weight, layer.bias
+
+
+def _heads(x: torch.Tensor) -> torch.Tensor:
+    """(..., 128) -> (..., HEADS, 16)."""
+    return x.unflatten(-1, (HEADS, x.shape[-1] // HEADS))
+
+
+def _upscale_matrix(convt: nn.Module) -> torch.Tensor:
+    """A ConvTranspose2d with a 2x2 kernel and stride 2 as a per-pixel map (C_in, 2*2*C_out),
+    columns ordered (ky, kx, channel): pixel (y, x) feeds sub-pixels (2y + ky, 2x + kx)."""
+    return convt.weight.permute(0, 2, 3, 1).reshape(convt.weight.shape[0], -1)
+
+
+class DecoderImageState(nn.Module):
+    """Image embedding (1, 256, 64, 64) -> per-image decoder state (1, 4096, STATE_WIDTH): six
+    matmuls (one per matrix the parts are products of, weights concatenated) and two norms."""
+
+    def __init__(self, model):
+        super().__init__()
+        md, pe = model.mask_decoder, model.prompt_encoder
+        l0, l1 = md.transformer.layers
+        fin = md.transformer.final_attn_token_to_image
+        t2i, i2t = l0.cross_attn_token_to_image, l0.cross_attn_image_to_token
+        t2i2, i2t2 = l1.cross_attn_token_to_image, l1.cross_attn_image_to_token
+        g4 = l0.norm4.weight
+        wo1, bo1 = _w(i2t.out_proj)
+        wo2, bo2 = _w(i2t2.out_proj)
+        col = lambda v: v[:, None]                 # noqa: E731  (a vector as one column)
+        with torch.no_grad():
+            maps = {      # the matrices (256, width) of each group's parts, in _GROUPS order
+                "xp": [t2i.k_proj.weight.T, i2t.q_proj.weight.T],
+                "x0": [t2i.v_proj.weight.T],
+                "x0c": [wo1, col(bo1)],
+                "b1": [t2i2.k_proj.weight.T, t2i2.v_proj.weight.T, i2t2.q_proj.weight.T],
+                "b1c": [g4[:, None] * wo1, col(g4), col(bo1 * g4), col(l0.norm4.bias), wo2, col(bo2)],
+                "b2": [fin.k_proj.weight.T, fin.v_proj.weight.T, _upscale_matrix(md.output_upscaling[0])],
+            }
+            for group, mats in maps.items():
+                self.register_buffer(f"w_{group}", torch.cat(mats, 1).clone())
+            self.register_buffer("b_xp", torch.cat([t2i.k_proj.bias, i2t.q_proj.bias]).clone())
+            self.register_buffer("pos", pe.dense_pe().flatten(2).transpose(1, 2)[0].clone())
+            self.register_buffer("dense", pe.no_mask_embed.weight[0].clone())
+            self.register_buffer("g4", g4.clone())
+            self.register_buffer("g4b", l1.norm4.weight.clone())
+
+    def forward(self, image_embedding: torch.Tensor) -> torch.Tensor:
+        x0 = image_embedding.flatten(2).transpose(1, 2)[0] + self.dense           # (N, 256)
+        x0c = x0 - x0.mean(-1, keepdim=True)
+        b1 = x0c * self.g4
+        b1c = b1 - b1.mean(-1, keepdim=True)
+        b2 = b1c * self.g4b
+        return torch.cat([(x0 + self.pos) @ self.w_xp + self.b_xp, x0 @ self.w_x0, x0c @ self.w_x0c,
+                          b1 @ self.w_b1, b1c @ self.w_b1c, b2 @ self.w_b2,
+                          x0c.square().sum(-1, keepdim=True), b1c.square().sum(-1, keepdim=True)], -1)[None]
+
+
+def _block_diag(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, H, d) per-head token vectors -> (B, H*d, H*T) block-diagonal matrix, so that a
+    per-image (N, H*d) matrix times it gives every head's (N, T) products in one matmul."""
+    b, t, h, d = x.shape
+    eye = torch.eye(h, dtype=x.dtype, device=x.device)
+    return (x.permute(0, 2, 3, 1)[:, :, :, None, :] * eye[None, :, None, :, None]).reshape(-1, h * d, h * t)
+
+
+def _diag_blocks(x: torch.Tensor) -> torch.Tensor:
+    """(B, H*T, H*d) -> (B, T, H*d): the (head, head) blocks of a product whose rows and columns
+    are both split by head (the inverse step of :func:`_block_diag`)."""
+    h = HEADS
+    eye = torch.eye(h, dtype=x.dtype, device=x.device)
+    blocks = (x.reshape(-1, h, TOKENS, h, x.shape[-1] // h) * eye[None, :, None, :, None]).sum(3)   # (B, H, T, d)
+    return blocks.transpose(1, 2).flatten(2)
+
+
+class DecoderBoxes(nn.Module):
+    """(per-image state (1, 4096, STATE_WIDTH), boxes (B, 1, 4)) -> low-res logits (B, 1, 256, 256)
+    and the IoU prediction of the single-mask output (B, 1).
+
+    Laid out for a CPU: every large product is a plain (batched) matmul with a per-image
+    (4096, 128) operand or a per-box (4096, r) one; head-wise products use block-diagonal
+    token matrices (:func:`_block_diag`), and the up-scaling runs per pixel, channels last,
+    with the second transposed convolution as a matmul too."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.md = model.mask_decoder
+        self.pe = model.prompt_encoder
+        md = self.md
+        l1 = md.transformer.layers[1]
+        fin = md.transformer.final_attn_token_to_image
+        up1, up2 = md.output_upscaling[0], md.output_upscaling[3]
+        l0 = md.transformer.layers[0]
+        with torch.no_grad():
+            pos = self.pe.dense_pe().flatten(2).transpose(1, 2)[0]
+            # Constant parts of the later blocks' image keys/queries: the positional encoding and
+            # the preceding LayerNorm's shift (the same for every image and box).
+            self.register_buffer("kp2", F.linear(pos + l0.norm4.bias, *_w(l1.cross_attn_token_to_image.k_proj)).clone())
+            self.register_buffer("qp2", F.linear(pos + l0.norm4.bias, *_w(l1.cross_attn_image_to_token.q_proj)).clone())
+            self.register_buffer("kp3", F.linear(pos + l1.norm4.bias, *_w(fin.k_proj)).clone())
+            # transposed convolutions as per-pixel maps with columns (ky, kx, channel)
+            self.register_buffer("t1", _upscale_matrix(up1).clone())
+            self.register_buffer("t1_bias", (up1.bias.repeat(4) + l1.norm4.bias @ _upscale_matrix(up1)).clone())
+            self.register_buffer("t2", _upscale_matrix(up2).clone())
+            self.register_buffer("t2_bias", up2.bias.repeat(4).clone())
+
+    def forward(self, state: torch.Tensor, boxes: torch.Tensor):
+        md = self.md
+        l0, l1 = md.transformer.layers
+        fin = md.transformer.final_attn_token_to_image
+        st = state[0]
+        part = lambda name: st[:, STATE_LAYOUT[name]]        # noqa: E731
+        sparse, _ = self.pe(boxes)
+        b = sparse.shape[0]
+        out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+        tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        tpe = tokens
+
+        def token_to_image(attn, tokens, k_img, v_img, k_pos=None, scale=None, low=(), v_shift=None):
+            """Token->image attention on image keys ``scale * k_img + k_pos + L Wk^T`` and values
+            ``scale * v_img + (L + v_shift) Wv^T + bias``, L = sum of coef @ rows over ``low``:
+            never materialised per box.  Scores are (B, 56, N), the softmax over the last axis."""
+            q = _block_diag(_heads(attn.q_proj(tokens + tpe))).transpose(1, 2)     # (B, 56, 128)
+            scores = q @ k_img.T                                                      # (B, 56, N)
+            if scale is not None:
+                scores = scale[:, None, :] * scores
+            if k_pos is not None:
+                scores = scores + q @ k_pos.T
+            for coef, rows in low:
+                scores = scores + (q @ (rows @ attn.k_proj.weight.T).transpose(1, 2)) @ coef.transpose(1, 2)
+            pm = (scores * 0.25).softmax(dim=-1)                                      # over the 4,096 keys
+            full = (pm if scale is None else pm * scale[:, None, :]) @ v_img         # (B, 56, 128)
+            for coef, rows in low:
+                full = full + (pm @ coef) @ (rows @ attn.v_proj.weight.T)
+            bias = attn.v_proj.bias if v_shift is None else attn.v_proj(v_shift)
+            return attn.out_proj(_diag_blocks(full) + bias)                         # probabilities sum to 1
+
+        def image_to_token(attn, tokens, q_img, q_pos=None, scale=None, low=()):
+            """Image->token attention, per image token a softmax over the 7 tokens of each head.
+            Returns the probabilities (B, N, 56), the rows they weight (B, 56, 256) (``out_proj``
+            of each token value, without its bias) and the block-diagonal token values."""
+            k = _block_diag(_heads(attn.k_proj(tokens + tpe)))                     # (B, 128, 56)
+            scores = q_img @ k                                                        # (B, N, 56)
+            if scale is not None:
+                scores = scale[..., None] * scores
+            if q_pos is not None:
+                scores = scores + q_pos @ k
+            for coef, rows in low:
+                scores = scores + coef @ ((rows @ attn.q_proj.weight.T) @ k)
+            a = (scores * 0.25).unflatten(-1, (HEADS, TOKENS)).softmax(-1).flatten(2)
+            vt = _heads(attn.v_proj(tokens))
+            wo = attn.out_proj.weight.unflatten(1, (HEADS, -1))                     # (256, H, 16)
+            return a, torch.einsum("bthd,chd->bhtc", vt, wo).flatten(1, 2), _block_diag(vt)
+
+        def centred(x):
+            return x - x.mean(-1, keepdim=True)
+
+        def quad(a, g, b_=None):
+            """Per token a G b^T for (B, N, k) coefficient matrices and a (B, k, k) Gram block."""
+            return ((a @ g) * (a if b_ is None else b_)).sum(-1)
+
+        # Each head's image->token probabilities sum to 1 over its 7 tokens, so A @ (rows + v / H)
+        # = A @ rows + v: constant vectors fold into the rows an attention weights.
+        # ---- block 1: the image side is the image itself (per-image k1, v1, q1)
+        tokens = l0.norm1(l0.self_attn(tokens, tokens, tokens))
+        tokens = l0.norm2(tokens + token_to_image(l0.cross_attn_token_to_image, tokens, part("k1"), part("v1")))
+        tokens = l0.norm3(tokens + l0.mlp(tokens))
+        i2t = l0.cross_attn_image_to_token
+        a1, u1, vt1 = image_to_token(i2t, tokens, part("q1"))
+        bo1 = i2t.out_proj.bias
+        p0 = centred(u1) + centred(bo1) / HEADS          # X0 + A1 U1 + bo1, centred: X0c + A1 P0
+        var0 = part("n0")[:, 0] + 2 * (a1 * (part("g0") @ vt1 + part("g0b") / HEADS)).sum(-1) \
+            + quad(a1, p0 @ p0.transpose(1, 2))
+        s1 = torch.rsqrt(var0 / 256 + l0.norm4.eps)                                  # (B, N)
+        g4, be4 = l0.norm4.weight, l0.norm4.bias
+        # X1 = s1 * B1 + (s1 A1) @ P1 + be4,  B1 = X0c * g4 (per image), P1 = P0 * g4
+        sa1, p1 = s1[..., None] * a1, p0 * g4
+
+        # ---- block 2 (be4 is in the constant kp2 / qp2 and in the value shift)
+        t = tokens + tpe
+        tokens = l1.norm1(tokens + l1.self_attn(t, t, tokens))
+        tokens = l1.norm2(tokens + token_to_image(l1.cross_attn_token_to_image, tokens, part("kb2"), part("vb2"),
+                                                  self.kp2, s1, [(sa1, p1)], be4))
+        tokens = l1.norm3(tokens + l1.mlp(tokens))
+        i2t = l1.cross_attn_image_to_token
+        a2, u2, vt2 = image_to_token(i2t, tokens, part("qb2"), self.qp2, s1, [(sa1, p1)])
+        # Y2 = X1 + A2 U2 + bo2 = s1 B1 + sa1 P1 + A2 Q0,  Q0 = U2 + (be4 + bo2) / H;
+        # centred: s1 B1c + sa1 P1c + A2 Q0c, with B1c . P1 and B1c . Q0 from per-image products
+        p1c, q0c = centred(p1), centred(u2 + (be4 + i2t.out_proj.bias) / HEADS)
+        b_p1 = part("h1") @ vt1 - u1.mean(-1)[:, None, :] * part("q1s") \
+            + (part("e1") - bo1.mean() * part("q1s")) / HEADS                        # (B, N, 56)
+        b_q0 = part("w2") @ vt2 + (part("f1") + part("g1")) / HEADS
+        var1 = s1.square() * part("n1")[:, 0] + 2 * s1 * ((sa1 * b_p1).sum(-1) + (a2 * b_q0).sum(-1)) \
+            + quad(sa1, p1c @ p1c.transpose(1, 2)) + 2 * quad(sa1, p1c @ q0c.transpose(1, 2), a2) \
+            + quad(a2, q0c @ q0c.transpose(1, 2))
+        s2 = torch.rsqrt(var1 / 256 + l1.norm4.eps)
+        g4b = l1.norm4.weight
+        a_final = s1 * s2
+        # X2 = a_final * B2 + (s2 sa1) @ (P1c g4b) + (s2 A2) @ (Q0c g4b) + be4b  (be4b: in kp3, t1_bias)
+        low2 = [(s2[..., None] * sa1, p1c * g4b), (s2[..., None] * a2, q0c * g4b)]
+
+        # ---- final token->image attention
+        hs = md.transformer.norm_final_attn(tokens + token_to_image(
+            fin, tokens, part("kb3"), part("vb3"), self.kp3, a_final, low2, l1.norm4.bias))
+
+        # ---- up-scaling per pixel, channels last: pixel (y, x) -> sub-pixels (ky, kx) -> (ky2, kx2)
+        ln, act = md.output_upscaling[1], md.output_upscaling[2]
+        z = a_final[..., None] * part("tb") + self.t1_bias                          # (B, N, 4*64)
+        for coef, rows in low2:
+            z = z + coef @ (rows @ self.t1)
+        z = z.unflatten(-1, (4, -1))                                               # (B, N, 4, 64)
+        z = F.layer_norm(z, (z.shape[-1],), ln.weight, ln.bias, ln.eps)
+        y = act(z) @ self.t2 + self.t2_bias                                         # (B, N, 4, 4*32)
+        y = md.output_upscaling[4](y.unflatten(-1, (4, -1)))                       # (B, N, 4, 4, 32)
+        hyper = md.output_hypernetworks_mlps[0](hs[:, 1])                            # (B, 32)
+        masks = y.flatten(1, 3) @ hyper[..., None]                                  # (B, N*4*4, 1)
+        masks = masks.reshape(-1, GRID, GRID, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+        iou = md.iou_prediction_head(hs[:, 0])[:, :1]
+        return masks.reshape(-1, 1, 4 * GRID, 4 * GRID), iou
