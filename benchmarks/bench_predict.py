@@ -1,5 +1,6 @@
 """``make bench-predict``: organiser-style timings of fresh ``predict.sh`` processes, this runtime
-against a baseline revision of it, side by side in one run.
+against a baseline revision of it (and with `--zoom off`, its speed without the zoom's extra
+encoder passes), side by side in one run.
 
 Every figure comes from a new process on a one-case inputs folder with a warm compile cache (as
 the organisers run it, after a first run that fills the cache): whole-run wall seconds, process
@@ -121,7 +122,9 @@ def main(argv=None) -> None:
     try:
         cases = [one_box_case(tmp), ROOT / "samples" / "inputs" / "2DBox_Microscope_0003.npz",
                  large_case(tmp, 1920, 2560, 241, seed=1920), ROOT / "samples" / "inputs" / "3DBox_CT_0001.npz"]
-        versions = {f"baseline {args.baseline}": base.path / "predict.sh", "this runtime": ROOT / "predict.sh"}
+        versions = {f"baseline {args.baseline}": (base.path / "predict.sh", ()),
+                    "this, --zoom off": (ROOT / "predict.sh", ("--zoom", "off")),
+                    "this (default)": (ROOT / "predict.sh", ())}
         for setting, extra_env in SETTINGS.items():
             env = dict(os.environ, **extra_env)
             env.pop("PYTHONPATH", None)              # each predict.sh puts its own src first
@@ -129,16 +132,17 @@ def main(argv=None) -> None:
             opts = ("--float-ops", "f32") if extra_env else ()
             print(f"\n[{setting}{' (float leftovers f32)' if opts else ''}] warm compile cache, fresh process per "
                   f"run, median of {args.runs}:")
-            print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>24s}" for v in versions)
-                  + f" {'ratio':>7s} {'1st emb s':>16s} {'peak RSS MB':>16s}")
+            print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>18s}" for v in versions)
+                  + f" {'ratios (baseline/this)':>23s} {'1st emb s':>18s} {'peak RSS MB':>20s}")
             for case in cases:
-                res = {v: timed(sh, case, tmp / f"work-{setting}-{i}", env, args.runs, *opts)
-                       for i, (v, sh) in enumerate(versions.items())}
-                old, new = res.values()
+                res = {v: timed(sh, case, tmp / f"work-{setting}-{i}", env, args.runs, *opts, *extra)
+                       for i, (v, (sh, extra)) in enumerate(versions.items())}
+                old, off, new = res.values()
                 boxes = len(np.atleast_2d(np.load(case)["boxes"]))
-                print(f"  {case.name:30s} {boxes:5d} " + " ".join(f"{r['wall']:23.2f}s" for r in res.values())
-                      + f" {old['wall'] / new['wall']:6.2f}x {old['first']:7.2f} -> {new['first']:5.2f}"
-                      + f" {old['rss']:7.0f} -> {new['rss']:5.0f}")
+                print(f"  {case.name:30s} {boxes:5d} " + " ".join(f"{r['wall']:17.2f}s" for r in res.values())
+                      + f"  {old['wall'] / off['wall']:6.2f}x / {old['wall'] / new['wall']:5.2f}x"
+                      + f"  {old['first']:5.2f} -> {off['first']:5.2f}"
+                      + f"  {old['rss']:5.0f} -> {off['rss']:5.0f}/{new['rss']:5.0f}")
         print(f"\npreprocessing a 3024x4032 RGB photo (resize to 256, normalise, pad): "
               f"{preprocessing_seconds():.3f} s")
         rss, slope = memory_per_box(cases[2], tmp / "memory", dict(os.environ))

@@ -10,10 +10,11 @@ resolution.  Cells grow until at most ``max_crops`` are needed: the time budget,
 crop costs one encoder pass (about one 3D slice's worth).  Boxes that are not small stay on
 the plain path (the whole image encoded once).
 
-Measured (int8, `make bench-prompting`): a 1920x2560 fluorescence image with 241 labelled nuclei
-goes from DSC 0.12 (plain) to about 0.78 with 24 crops; the 512x512 nuclei sample, where only a
-few boxes are that small, gains a little (0.794 -> 0.809).  Thresholds tried on those two cases:
-SMALL_PX 6 / 8 and TARGET_PX 24 / 32 / 48.
+Measured (int8, in-process, `make bench-prompting`): a 1920x2560 fluorescence image with 241
+labelled nuclei goes from DSC 0.12 (plain, 1.6 s) to 0.73 with the default budget (12 crops used,
+3.8 s, 2.3x), 0.76 with 20 crops (2.85x), 0.78 with 24 (3.5x); the 512x512 nuclei sample, where
+only a few boxes are that small, gains a little (0.794 -> 0.809).  Thresholds tried on those two
+cases: SMALL_PX 6 / 8 and TARGET_PX 24 / 32 / 48.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from qmedsam.preprocess import MODEL_SIZE
 SMALL_PX = 8           # a box under this (longer side, model-input pixels) is zoomed
 TARGET_PX = 48         # crops are sized so that the median small box becomes about this
 MARGIN = 0.1           # context around each crop's boxes, as a share of the cell side
-MAX_CROPS = 24         # default time budget: encoder passes per image
+MAX_CROPS = 16         # default time budget: encoder passes per image (see below)
 
 
 @dataclass(frozen=True)
