@@ -135,7 +135,7 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
             dec[k][n] = float(np.median(times[k]))
     result = {"encoder_ms": {k: float(np.median(v)) for k, v in enc.items()}, "decoder_ms_per_box": dec,
               "factored_vs_plain_float": factored_agreement(
-                  samples, encoders["fp32"], Engine(models / "fp32", float_precision="f32"), plain_fp32)}
+                  samples, encoders["fp32"], encoders["fp32"], plain_fp32)}
     if not f32:
         result["end_to_end"] = agreement(samples, {"fp32": encoders["fp32"], "int8": encoders["int8"],
                                                    "int8 (f32 leftovers)": encoders["int8 (f32 leftovers)"]})

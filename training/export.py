@@ -24,7 +24,7 @@ import onnx
 import openvino as ov
 import torch
 
-from qmedsam.engine import DECODER_BOXES_IO, DECODER_IMAGE_IO, DECODER_IO, ENCODER_IO
+from qmedsam.engine import DECODER_BOXES_IO, DECODER_IMAGE_IO, ENCODER_IO
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
 from training.model.quant_switch import QuantConfig
@@ -37,7 +37,8 @@ def _names(io):
     return tuple(list(names) for names in io)
 
 
-ENC_IO, DEC_IO = _names(ENCODER_IO), _names(DECODER_IO)
+ENC_IO = _names(ENCODER_IO)
+DEC_IO = (["image_embedding", "boxes"], ["low_res_masks"])      # the plain decoder: a reference, not run
 DEC_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}}
 DEC_BOXES_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}, "iou_predictions": {0: "B"}}
 GRAPHS = ("encoder", "decoder", "decoder_image", "decoder_boxes")

@@ -17,7 +17,6 @@ import numpy as np
 ENCODER_IO = (("image",), ("image_embedding",))
 DECODER_IMAGE_IO = (("image_embedding",), ("decoder_state",))
 DECODER_BOXES_IO = (("decoder_state", "boxes"), ("low_res_masks", "iou_predictions"))
-DECODER_IO = (("image_embedding", "boxes"), ("low_res_masks",))      # the plain decoder (reference only)
 GRAPHS = ("encoder", "decoder_image", "decoder_boxes")                 # what the runtime loads
 FLOAT_OPS = ("auto", "f32", "bf16")
 

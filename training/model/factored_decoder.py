@@ -32,7 +32,6 @@ from torch import nn
 HEADS = 8
 TOKENS = 7                      # IoU token, 4 mask tokens, 2 box corners
 GRID = 64
-N_PIX = GRID * GRID
 
 # The per-image state: (name, width) of each part, in order, grouped by the matrix it is a
 # product of (one matmul each: see DecoderImageState).
