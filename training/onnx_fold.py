@@ -1,4 +1,6 @@
-"""Fold ``Clip`` nodes whose operands are all constants (Brevitas QCDQ weight clips).
+"""Clean-ups of Brevitas QCDQ ONNX that decide whether OpenVINO runs a layer in int8.
+
+``fold_constant_clips``: fold ``Clip`` nodes whose operands are all constants (weight clips).
 
 Brevitas' QCDQ export writes each int8 weight as ``initializer -> Clip -> DequantizeLinear``.
 OpenVINO keeps that Clip as a live Maximum/Minimum pair, and for convolutions
@@ -41,3 +43,33 @@ def fold_constant_clips(model: onnx.ModelProto) -> int:
     del graph.node[:]
     graph.node.extend(kept)
     return folded
+
+
+def untie_dequant_constants(model: onnx.ModelProto) -> int:
+    """Give every ``DequantizeLinear`` its own copy of non-scalar scale / zero-point constants
+    (in place); returns how many inputs were untied.
+
+    The ONNX exporter shares identical initializers between nodes, so the all-zero per-channel
+    zero points of layers with the same output width become one tensor.  OpenVINO then sees a
+    weight dequantization with several consumers and runs those layers in f32 (measured: 20 of
+    40 linears and 19 of 29 convolutions of the encoder); untied, all run in int8."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for x in node.input:
+            uses[x] = uses.get(x, 0) + 1
+    untied = 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        for j in range(1, len(node.input)):
+            name = node.input[j]
+            if name in inits and uses[name] > 1 and len(inits[name].dims) > 0:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__{node.name or untied}"
+                graph.initializer.append(copy)
+                node.input[j] = copy.name
+                untied += 1
+    return untied

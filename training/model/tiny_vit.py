@@ -79,11 +79,11 @@ class PatchMerging(nn.Module):
     def forward(self, x):
         if x.dim() == 3:
             n, _, c = x.shape
-            x = x.transpose(1, 2).reshape(n, c, self.resolution, self.resolution)
+            x = x.view(n, self.resolution, self.resolution, c).permute(0, 3, 1, 2)
         x = self.act(self.conv1(x))
         x = self.act(self.conv2(x))
         x = self.conv3(x)
-        return x.flatten(2).transpose(1, 2)
+        return x.permute(0, 2, 3, 1).flatten(1, 2)
 
 
 def _relative_offset_index(window: int) -> tuple[torch.Tensor, int]:
@@ -121,8 +121,10 @@ class WindowAttention(nn.Module):
 
     def forward(self, x):
         n, length, _ = x.shape
-        qkv = self.qkv(self.norm(x)).view(n, length, self.heads, 3 * self.head_dim)
-        q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=3)
+        # per head the projection's rows are [q, k, v]; one 5-D permutation puts q, k and v
+        # outermost (measured: cheaper than permuting and then splitting the innermost axis)
+        qkv = self.qkv(self.norm(x)).view(n, length, self.heads, 3, self.head_dim)
+        q, k, v = qkv.permute(3, 0, 2, 1, 4).unbind(0)
         logits = self.q_quant(q) @ self.k_quant(k).transpose(-2, -1)
         logits = logits * self.scale + self.attention_biases[:, self.attention_bias_idxs]
         attn = self.attn_quant(logits.softmax(dim=-1))
@@ -169,7 +171,9 @@ class TinyViTBlock(nn.Module):
         n, length, c = x.shape
         x = x + self._windowed_attention(x)
         r = self.resolution
-        x = self.local_conv(x.transpose(1, 2).reshape(n, c, r, r)).view(n, c, length).transpose(1, 2)
+        # tokens are (N, H*W, C): the NHWC <-> NCHW permutations are what OpenVINO's convolutions
+        # run in anyway (measured: cheaper than a 3-D transpose followed by a reshape)
+        x = self.local_conv(x.view(n, r, r, c).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(n, length, c)
         return x + self.mlp(x)
 
 
@@ -222,5 +226,4 @@ class TinyViT(nn.Module):
         for layer in self.layers:
             x = layer(x)
         n, _, c = x.shape
-        x = x.transpose(1, 2).reshape(n, c, EMBED_GRID, EMBED_GRID)
-        return self.neck(x)
+        return self.neck(x.view(n, EMBED_GRID, EMBED_GRID, c).permute(0, 3, 1, 2))
