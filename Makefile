@@ -8,7 +8,7 @@ export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 
 MODELS ?= models
 CKPT ?=
-CALIB ?= 96
+CALIB ?= 48
 DISTILL ?= 0
 OUT ?= out
 

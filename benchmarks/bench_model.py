@@ -9,7 +9,9 @@ leftovers in f32; see :mod:`benchmarks.cpu`), each in a fresh process.
   decoder against the plain decoder as committed before it (int8, ``models/decoder.xml``) and the
   plain float decoder (``models/fp32/decoder.xml``);
 * the factored decoder's masks against the plain float decoder's on real slices;
-* (default setting) mask agreement int8 vs FP32 end to end on the bundled sample cases.
+* (default setting) mask agreement int8 vs FP32 end to end on the bundled sample cases, and
+  per modality on the held-out public images of ``tools.modalities`` (CT, MR, ultrasound,
+  photographs, microscopy), with the int8 models' float leftovers as the CPU runs them and in f32.
 """
 from __future__ import annotations
 
@@ -137,9 +139,33 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
               "factored_vs_plain_float": factored_agreement(
                   samples, encoders["fp32"], encoders["fp32"], plain_fp32)}
     if not f32:
-        result["end_to_end"] = agreement(samples, {"fp32": encoders["fp32"], "int8": encoders["int8"],
-                                                   "int8 (f32 leftovers)": encoders["int8 (f32 leftovers)"]})
+        engines = {"fp32": encoders["fp32"], "int8": encoders["int8"],
+                   "int8 (f32 leftovers)": encoders["int8 (f32 leftovers)"]}
+        result["end_to_end"] = agreement(samples, engines)
+        result["held_out"] = held_out_agreement(engines)
     return result
+
+
+def held_out_agreement(engines: dict) -> dict:
+    """Per held-out modality: mean Dice, over every box, of each int8 engine's masks (model
+    resolution, the runtime's encoder and decoder) vs the FP32 engine's."""
+    from tools.modalities import held_out_sets
+
+    out = {}
+    for modality, pairs in held_out_sets().items():
+        scores = {k: [] for k in engines if k != "fp32"}
+        for img, boxes in pairs:
+            x, geo = image_to_tensor(img)
+            b = boxes_to_model(boxes, geo)
+            masks = {}
+            for k, e in engines.items():
+                e.prepare(e.encode(x))
+                masks[k] = e.decode(b)[:, 0] > 0
+            for k in scores:
+                scores[k] += [dice(m, r) for m, r in zip(masks[k], masks["fp32"])]
+        out[modality] = {"images": len(pairs), "boxes": len(next(iter(scores.values()))),
+                         **{k: float(np.mean(v)) for k, v in scores.items()}}
+    return out
 
 
 def agreement(samples: Path, engines: dict) -> dict:
@@ -168,7 +194,7 @@ def agreement(samples: Path, engines: dict) -> dict:
 
 def report(results: dict) -> None:
     names = list(results)
-    print(f"\nencoder, ms per slice (median of interleaved runs):  " + "  ".join(f"{n:>16s}" for n in names))
+    print("\nencoder, ms per slice (median of interleaved runs):  " + "  ".join(f"{n:>16s}" for n in names))
     for k in results["default"]["encoder_ms"]:
         print(f"  {k:48s}" + "  ".join(f"{results[n]['encoder_ms'].get(k, float('nan')):16.1f}" for n in names))
     print(f"  {'speed-up int8 over fp32':48s}" + "  ".join(
@@ -200,6 +226,14 @@ def report(results: dict) -> None:
             print(f"  {case:28s} {row['boxes']:5d} " + " ".join(
                 f"{row[k]['all']:26.4f} {row[k]['reliable'] if row[k]['reliable'] is not None else float('nan'):9.4f}"
                 for k in kinds))
+    held = results["default"].get("held_out")
+    if held:
+        kinds = [k for k in next(iter(held.values())) if k not in ("images", "boxes")]
+        print("\nheld-out public images, mask agreement with fp32 end to end (mean Dice over every box):")
+        print(f"  {'modality':12s} {'images':>6s} {'boxes':>5s} " + " ".join(f"{k:>22s}" for k in kinds))
+        for modality, row in held.items():
+            print(f"  {modality:12s} {row['images']:6d} {row['boxes']:5d} " + " ".join(f"{row[k]:22.4f}" for k in kinds))
+        print(f"  {'lowest':26s}" + " ".join(f"{min(r[k] for r in held.values()):22.4f}" for k in kinds))
 
 
 def main(argv=None) -> None:

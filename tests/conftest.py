@@ -39,24 +39,19 @@ def manifest_float_layers() -> list[str]:
 
 @pytest.fixture(scope="session")
 def quick_int8(weights, tmp_path_factory, ct_case):
-    """The shipped recipe (quantizer choice and float layers from models/manifest.json),
-    calibrated on two real slices only and exported to a temporary folder: enough to
-    test the export path; `make export` calibrates the committed artifacts properly."""
-    import torch
-
+    """The shipped recipe (``training.ptq_recipe.quantized_model``: BatchNorms merged,
+    per-channel weights, activation equalization, calibration), on two real slices only and
+    exported to a temporary folder: enough to test the export path; `make export` calibrates
+    the committed artifacts properly."""
     from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
     from training.export import export_quant
     from training.model.lite_medsam import build_lite_medsam
-    from training.model.surgery import keep_float
-    from training.ptq import _tensors, calibrate_decoder, calibrate_encoder, decoder_calibration_batches
-    from training.ptq_recipe import PTQ_CONFIG
+    from training.ptq import _tensors, calibrate_decoder, decoder_calibration_batches
+    from training.ptq_recipe import quantized_model
 
-    torch.manual_seed(0)
     fmodel = build_lite_medsam(weights)
-    model = build_lite_medsam(weights, PTQ_CONFIG)
-    keep_float(model.image_encoder, manifest_float_layers())
     zs = (12, 20)
-    calibrate_encoder(model.image_encoder, _tensors([("ct", ct_case.image[z]) for z in zs]))
+    model = quantized_model(weights, _tensors([("ct", ct_case.image[z]) for z in zs]))
     pairs = [(ct_case.image[z], boxes_from_labels(relabel_consecutive(ct_case.labels[z]))) for z in zs]
     calibrate_decoder(model.decoder(), decoder_calibration_batches(fmodel, pairs))
     out = tmp_path_factory.mktemp("int8")

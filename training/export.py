@@ -28,7 +28,7 @@ from qmedsam.engine import DECODER_BOXES_IO, DECODER_IMAGE_IO, ENCODER_IO
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
 from training.model.quant_switch import QuantConfig
-from training.onnx_fold import fold_constant_clips
+from training.onnx_fold import fold_constant_clips, untie_dequant_constants
 from tools.weights import DEFAULT_PATH, ensure_weights, sha256_of
 
 
@@ -72,10 +72,15 @@ def factored_graphs(fmodel: LiteMedSAM):
 
 
 def float_copy(model: LiteMedSAM) -> LiteMedSAM:
-    """The float LiteMedSAM with a (possibly quantized) model's weights: quantizer state dropped."""
-    state = {k: v for k, v in model.state_dict().items() if "_quant" not in k}
+    """A float LiteMedSAM with a (possibly quantized) model's prompt encoder and mask decoder,
+    quantizer state dropped: what the factored decoder graphs are made from.  The image encoder
+    is not copied (a quantized one may have merged BatchNorms and equalization scales) and keeps
+    its initial values."""
+    parts = ("prompt_encoder.", "mask_decoder.")
+    state = {k: v for k, v in model.state_dict().items() if "_quant" not in k and k.startswith(parts)}
     fmodel = LiteMedSAM()
     missing, unexpected = fmodel.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k.startswith(parts)]
     if missing or unexpected:
         raise RuntimeError(f"float copy: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return fmodel.eval()
@@ -116,6 +121,7 @@ def export_quant(model: LiteMedSAM, out: Path, float_source: LiteMedSAM | None =
                          output_names=io[1], dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
         proto = onnx.load(str(onnx_path))
         folded[name] = fold_constant_clips(proto)
+        untie_dequant_constants(proto)
         onnx.save(proto, str(onnx_path))
         onnx_to_ir(onnx_path, out / f"{name}.xml")
     # The runtime's float decoder graphs beside the int8 ones: their IR is what runs (the ONNX
@@ -147,7 +153,7 @@ def write_manifest(folder: Path, record: dict) -> None:
 
 def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
     """A quantized model from a QAT checkpoint ({'model': state, 'float_layers': [...]})."""
-    from training.model.surgery import keep_float
+    from training.model.surgery import keep_float, merge_batchnorms
 
     blob = torch.load(str(ckpt), map_location="cpu", weights_only=False)
     state = blob.get("model", blob)
@@ -156,6 +162,8 @@ def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
                                    weight_per_channel=quant.get("weight_per_channel",
                                                                 blob.get("weight_per_channel", False)),
                                    range_aware_inputs=quant.get("range_aware_inputs", False)))
+    if quant.get("merged_batchnorms", False):
+        merge_batchnorms(model.image_encoder)      # the same structure; the values come from the state
     keep_float(model.image_encoder, blob.get("float_layers", []))   # names relative to the encoder
     load_state(model, state)
     return model.eval(), {"method": "qat", "qat_checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt)},
@@ -168,9 +176,7 @@ def main(argv=None) -> None:
     ap.add_argument("--weights", type=Path, default=DEFAULT_PATH)
     ap.add_argument("--ckpt", type=Path, help="QAT checkpoint (otherwise post-training quantization)")
     ap.add_argument("--fp32", action="store_true", help="write float models to MODELS/fp32")
-    ap.add_argument("--calib", type=int, default=96, help="calibration slices for PTQ")
-    ap.add_argument("--target", type=float, default=0.97,
-                    help="PTQ: mask Dice vs float at which no more layer groups go back to float")
+    ap.add_argument("--calib", type=int, default=48, help="calibration slices for PTQ")
     ap.add_argument("--distill-steps", type=int, default=0,
                     help="PTQ: steps of encoder distillation against the float model after calibration")
     args = ap.parse_args(argv)
@@ -188,7 +194,7 @@ def main(argv=None) -> None:
     else:
         from training.ptq_recipe import post_training_quantize
 
-        model, record = post_training_quantize(weights, args.calib, args.target, args.distill_steps)
+        model, record = post_training_quantize(weights, args.calib, args.distill_steps)
         float_source, float_from = build_lite_medsam(weights), "the pretrained float weights"
     folded = export_quant(model, args.models, float_source)
     record["runtime_decoder"] = {

@@ -1,10 +1,11 @@
 """Post-training quantization of LiteMedSAM with Brevitas.
 
 Building blocks of the recipe in ``training/ptq_recipe.py`` (numbers in
-``models/manifest.json``): activation calibration with Brevitas
-``calibration_mode``; per-group sensitivity (embedding error when only one
-group of layers is int8); a greedy return of the most sensitive groups to float
-until the int8 masks agree with the float masks on held-out real boxes.
+``models/manifest.json``), each a Brevitas tool: BatchNorm merging
+(``surgery.merge_batchnorms``), SmoothQuant-style activation equalization
+(``activation_equalization_mode``), activation calibration (``calibration_mode``) and bias
+correction (``bias_correction_mode``), and the agreement with the float model on held-out
+real images that decides between them.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 
 from qmedsam.preprocess import boxes_to_model, image_to_tensor
 from qmedsam_eval.metrics import dice
-from training.model.surgery import group_of, quant_leaves, set_quant_enabled
+from training.model.surgery import quant_leaves, set_quant_enabled
 
 
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -36,6 +37,27 @@ def calibrate_encoder(qenc: nn.Module, images: list[torch.Tensor]) -> None:
     with calibration_mode(qenc):
         for x in tqdm(images, desc="calibrate encoder", leave=False):
             qenc(x)
+
+
+@torch.no_grad()
+def equalize_activations(qenc: nn.Module, images: list[torch.Tensor], alpha: float) -> int:
+    """Brevitas activation equalization (SmoothQuant-style, layerwise): each quantized layer's
+    input channels are divided by ``max|x|^alpha / max|w|^(1-alpha)`` (measured on ``images``
+    with the quantizers off) and its weights multiplied by the same, so a few outlier channels
+    no longer set the per-tensor input scale.  The division is a constant Mul before the input
+    quantizer, which OpenVINO folds into the quantization.  Returns how many layers changed."""
+    from brevitas.graph.equalize import activation_equalization_mode
+
+    leaves = quant_leaves(qenc)
+    for m in leaves.values():
+        set_quant_enabled(m, False)
+    qenc.eval()
+    with activation_equalization_mode(qenc, alpha=alpha, layerwise=True, add_mul_node=True) as eq:
+        for x in tqdm(images, desc="equalize activations", leave=False):
+            qenc(x)
+    for m in quant_leaves(qenc).values():
+        set_quant_enabled(m, True)
+    return len(eq.scale_factors or [])
 
 
 @torch.no_grad()
@@ -97,41 +119,12 @@ def as_record(scores: tuple[float, float]) -> dict:
 
 
 @torch.no_grad()
-def choose_float_groups(qenc, fdec, ev: EvalSet, target_dice: float, max_groups: int = 8):
-    """Per-group sensitivity (embedding error with only that group int8), then put the most
-    sensitive groups back to float, one at a time, until the masks agree with float."""
-    leaves = quant_leaves(qenc)
-    by_group: dict[str, list[str]] = {}
-    for n in leaves:
-        by_group.setdefault(group_of(n), []).append(n)
-
-    def measure(float_names: set[str]):
-        for n, m in leaves.items():
-            set_quant_enabled(m, n not in float_names)
-        return agreement(qenc, fdec, ev)
-
-    all_int8 = measure(set())
-    sensitivity = {}
-    for g, names in tqdm(by_group.items(), desc="sensitivity", leave=False):
-        sensitivity[g] = measure(set(leaves) - set(names))[0]
-    chosen: list[str] = []
-    current = all_int8
-    steps = []
-    for g in sorted(sensitivity, key=sensitivity.get, reverse=True):
-        if current[1] >= target_dice or len(chosen) >= max_groups:
-            break
-        chosen.append(g)
-        current = measure({n for c in chosen for n in by_group[c]})
-        steps.append({"float": list(chosen), **as_record(current)})
-    for m in leaves.values():
-        set_quant_enabled(m, True)
-    float_layers = [n for g in chosen for n in by_group[g]]
-    return {"all_int8": as_record(all_int8),
-            "embedding_error_when_only_this_group_is_int8":
-                {k: round(v, 4) for k, v in sorted(sensitivity.items(), key=lambda kv: -kv[1])},
-            "greedy_steps": steps, "groups_kept_float": chosen,
-            "final": as_record(current),
-            }, float_layers
+def agreement_by_modality(qenc, fdec, sets: dict[str, EvalSet]) -> dict[str, dict]:
+    """:func:`as_record` of :func:`agreement` for each held-out modality, plus their mean."""
+    out = {m: as_record(agreement(qenc, fdec, ev)) for m, ev in sets.items()}
+    out["mean"] = {k: round(float(np.mean([r[k] for r in out.values()])), 4)
+                   for k in ("embedding_error", "mask_dice")}
+    return out
 
 
 def decoder_calibration_batches(fmodel, slices_with_boxes):

@@ -4,7 +4,7 @@ Each module receives a :class:`QuantConfig` and asks it for its layers.  With
 ``enabled=False`` the config hands out plain ``torch.nn`` layers; with
 ``enabled=True`` it hands out Brevitas layers that quantize their *input*
 (8-bit signed, per tensor, float scale initialised from runtime statistics and
-learned afterwards) and their *weights* (8-bit, per tensor by default), plus
+learned afterwards) and their *weights* (8-bit, per tensor or per output channel), plus
 activation quantizers for the operands of matrix products.  Biases,
 normalisations, activations and softmax stay float.
 
@@ -20,8 +20,9 @@ from torch import nn
 @dataclass(frozen=True)
 class QuantConfig:
     enabled: bool = False
-    # Per-output-channel weight scales. The paper uses per-tensor scales, and OpenVINO
-    # runs per-channel layers that feed a residual Add or BatchNorm in f32.
+    # Per-output-channel weight scales (post-training quantization and QAT use them, with the
+    # encoder's BatchNorms merged; the paper uses per-tensor scales).  OpenVINO runs them in
+    # int8 once the exported per-channel zero points are untied (training/onnx_fold.py).
     weight_per_channel: bool = False
     # An unsigned input quantizer for the [0, 1] image (256 levels instead of the 128
     # a signed one leaves for non-negative values).  Elsewhere inputs stay signed and

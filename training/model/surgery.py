@@ -48,6 +48,24 @@ def to_float_layer(m: nn.Module) -> nn.Module:
     return f
 
 
+def merge_batchnorms(model: nn.Module) -> int:
+    """Fold every ``ConvBN``'s BatchNorm into its convolution (Brevitas ``merge_bn``), leaving an
+    identity in its place; returns how many were merged.  The float function is unchanged; the
+    int8 weights are then those of the convolution the CPU really runs, so per-channel scales
+    cover the BatchNorm's per-channel gains."""
+    from brevitas.nn.utils import merge_bn
+
+    from training.model.tiny_vit import ConvBN
+
+    merged = 0
+    for m in model.modules():
+        if isinstance(m, ConvBN) and isinstance(m.bn, nn.BatchNorm2d):
+            merge_bn(m.c, m.bn)
+            m.bn = nn.Identity()
+            merged += 1
+    return merged
+
+
 def keep_float(model: nn.Module, names: list[str]) -> None:
     """Replace the named quantized leaves by float layers (in place)."""
     for name in names:

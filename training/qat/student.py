@@ -1,7 +1,8 @@
 """Student and teacher models for the three QAT stages.
 
-Student: LiteMedSAM built with the export's quantization switch (per-tensor
-int8 weights, 8-bit inputs; the layers listed as float stay float).  Stage 1
+Student: LiteMedSAM built with the export's quantization switch (per-channel
+int8 weights on the encoder's convolutions with their BatchNorms merged, as in post-training
+quantization; 8-bit inputs; the layers listed as float stay float).  Stage 1
 trains the quantized image encoder under the float, frozen prompt encoder and
 mask decoder (their quantizers are off); stage 2 turns the decoder's quantizers
 on, calibrates them, and trains the decoder under the frozen stage-1 encoder;
@@ -18,9 +19,9 @@ from torch import nn
 
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
 from training.model.quant_switch import QuantConfig
-from training.model.surgery import keep_float, layers_in_groups, quant_leaves, set_quant_enabled
+from training.model.surgery import keep_float, layers_in_groups, merge_batchnorms, quant_leaves, set_quant_enabled
 
-QAT_CONFIG = QuantConfig(enabled=True, weight_per_channel=False, range_aware_inputs=True)
+QAT_CONFIG = QuantConfig(enabled=True, weight_per_channel=True, range_aware_inputs=True)
 
 
 def set_decoder_quant(model: LiteMedSAM, enabled: bool) -> None:
@@ -29,9 +30,10 @@ def set_decoder_quant(model: LiteMedSAM, enabled: bool) -> None:
 
 
 def build_student(weights: Path, float_groups, stage: int, init: dict | None = None) -> tuple[LiteMedSAM, list[str]]:
-    """The quantized student with the named encoder groups (``ptq`` group names, e.g. the
-    ``groups_kept_float`` of a PTQ manifest) in float; returns it and those layers' names."""
+    """The quantized student with the named encoder groups (the
+    groups of ``training.model.surgery.ENCODER_GROUPS``) in float; returns it and those layers' names."""
     model = build_lite_medsam(weights, QAT_CONFIG)
+    merge_batchnorms(model.image_encoder)
     float_layers = layers_in_groups(model.image_encoder, float_groups)
     keep_float(model.image_encoder, float_layers)
     if init is not None:

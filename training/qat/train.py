@@ -159,7 +159,8 @@ def previous_best(out: Path, stage: int) -> dict | None:
 def export_record(model, float_layers, cfg, history, best) -> dict:
     return {"model": model.state_dict(), "float_layers": float_layers,
             "quant": {"weight_per_channel": QAT_CONFIG.weight_per_channel,
-                      "range_aware_inputs": QAT_CONFIG.range_aware_inputs},
+                      "range_aware_inputs": QAT_CONFIG.range_aware_inputs,
+                      "merged_batchnorms": True},
             "stages": {"stage": cfg["stage"], "config": cfg, "best": best, "history": history}}
 
 
