@@ -9,7 +9,7 @@ real images that decides between them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -95,6 +95,11 @@ def make_eval_set(fmodel, pairs) -> EvalSet:
         ev.embeddings.append(emb)
         ev.masks.append(fmodel.decoder()(emb, b) > 0)
     return ev
+
+
+def joined(*sets: EvalSet) -> EvalSet:
+    """One eval set holding the images, boxes, embeddings and masks of several."""
+    return EvalSet(*([item for ev in sets for item in getattr(ev, f.name)] for f in fields(EvalSet)))
 
 
 def mask_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 
-from tools.modalities import (EVAL_CT_SLICES, EVAL_NUCLEI_QUADS, calibration_set, held_out_sets,
-                              labelled_pairs)
+from tools.modalities import EVAL_CT_SLICES, calibration_set, held_out_sets, labelled_pairs
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
 from training.model.quant_switch import QuantConfig
 from training.model.surgery import merge_batchnorms
 from training.ptq import (_tensors, agreement, agreement_by_modality, calibrate_decoder,
                           calibrate_encoder, correct_bias, decoder_calibration_batches, decoder_error,
-                          equalize_activations, make_eval_set)
+                          equalize_activations, joined, make_eval_set)
 
 # Per-channel weights: with the BatchNorms merged and the dequantization constants untied
 # (training/onnx_fold.py) OpenVINO runs every convolution and linear in int8.
@@ -62,19 +61,17 @@ def quantized_model(weights: Path, images: list[torch.Tensor], alpha: float | No
     return model
 
 
-def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0,
-                           ablation: bool = True) -> tuple[LiteMedSAM, dict]:
+def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0) -> tuple[LiteMedSAM, dict]:
     fmodel = build_lite_medsam(weights)
     fdec = fmodel.decoder()
     calib = calibration_set(n_calib)
     images = _tensors(calib)
     sets = {m: make_eval_set(fmodel, pairs) for m, pairs in held_out_sets().items()}
     steps = []
-    if ablation:   # what equalization buys: the same recipe without it
-        plain = quantized_model(weights, images, alpha=None)
-        steps.append({"step": "BatchNorm merged, per-channel int8 weights, percentile calibration",
-                      "held_out": agreement_by_modality(plain.image_encoder, fdec, sets)})
-        del plain
+    plain = quantized_model(weights, images, alpha=None)      # what equalization buys
+    steps.append({"step": "BatchNorm merged, per-channel int8 weights, percentile calibration",
+                  "held_out": agreement_by_modality(plain.image_encoder, fdec, sets)})
+    del plain
     model = quantized_model(weights, images)
     enc = model.image_encoder
     current = agreement_by_modality(enc, fdec, sets)
@@ -96,8 +93,7 @@ def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0,
     calibrate_decoder(model.decoder(), batches)
     correct_bias(model.decoder(), batches)
     model.eval()
-    ct_nuclei = make_eval_set(fmodel, labelled_pairs(EVAL_CT_SLICES, EVAL_NUCLEI_QUADS))
-    _, end_to_end = agreement(enc, model.decoder(), ct_nuclei)
+    _, end_to_end = agreement(enc, model.decoder(), joined(sets["CT"], sets["Microscope"]))
     record = {
         "method": "post-training quantization with Brevitas: BatchNorm merge (merge_bn), "
                   "activation equalization (activation_equalization_mode, layerwise), activation "
