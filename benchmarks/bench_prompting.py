@@ -1,6 +1,6 @@
 """``make bench-prompting``: how the prompting modes score on every labelled public case, int8
 and FP32, side by side: 2D with ``--zoom off`` and ``auto``, 3D with ``--mode-3d fixed`` and
-``propagate``.  Cases: the bundled samples (CT chest slice and volume, 2D and 3D nuclei) and a
+``propagate`` and ``guided``.  Cases: the bundled samples (CT chest slice and volume, 2D and 3D nuclei) and a
 1920x2560 fluorescence image tiled from the 2D nuclei image with 241 labelled nuclei.  Scores
 by the organisers' rules (:mod:`qmedsam_eval.metrics`); seconds are in-process (models loaded,
 the case read), per case.
@@ -23,7 +23,8 @@ from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {False: {"zoom off": Options(zoom_crops=0), "zoom auto": Options(zoom_crops=MAX_CROPS)},
-         True: {"fixed": Options(mode_3d="fixed"), "propagate": Options(mode_3d="propagate")}}
+         True: {"fixed": Options(mode_3d="fixed"), "propagate": Options(mode_3d="propagate"),
+               "guided": Options(mode_3d="guided")}}
 
 
 def cases(samples: Path):

@@ -64,9 +64,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-boxes", type=max_boxes_option, default=_env("QMEDSAM_MAX_BOXES", "auto"),
                     help="boxes per decoder call: a number, or 'auto' to size blocks from the memory "
                          "limit (cgroup or physical) and the image size")
-    ap.add_argument("--mode-3d", choices=("fixed", "propagate"), default=_env("QMEDSAM_MODE_3D", "fixed"),
+    ap.add_argument("--mode-3d", choices=("fixed", "propagate", "guided"), default=_env("QMEDSAM_MODE_3D", "fixed"),
                     help="fixed: each box's xy extent on every slice of its z range (paper); propagate: "
-                         "baseline propagation from the middle slice; both encode each slice once")
+                         "baseline propagation from the middle slice; guided: propagation clipped to the "
+                         "box, the fixed box's mask kept unless the decoder predicts the propagated one "
+                         "clearly better (scores below fixed on the public cases); all encode each slice once")
     ap.add_argument("--zoom", choices=("auto", "off"), default=_env("QMEDSAM_ZOOM", "auto"),
                     help="2D images: decode boxes too small for the 256-pixel model input against crops "
                          "around them (auto, default) or not (off)")

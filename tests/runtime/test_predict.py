@@ -57,7 +57,7 @@ def test_int8_predictions_are_accurate_on_real_labels(sample_outputs):
     assert np.median(nuclei) > 0.8, np.median(nuclei)
 
 
-@pytest.mark.parametrize("mode", ["fixed", "propagate"])
+@pytest.mark.parametrize("mode", ["fixed", "propagate", "guided"])
 def test_every_slice_is_encoded_exactly_once(engine, mode):
     case = load_case(SAMPLES / "inputs" / "3DBox_Microscope_0004.npz")
     counting = CountingEngine(engine)
