@@ -18,7 +18,7 @@ from qmedsam.cases import Case, load_case
 from qmedsam.engine import Engine
 from qmedsam.segment import Options, segment_case
 from qmedsam.zoom import MAX_CROPS
-from qmedsam_eval.label_boxes import boxes_from_labels
+from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,19 @@ def cases(samples: Path):
 
     t = tiled_nuclei(1920, 2560, 241, seed=0)
     yield Case("2DBox_Microscope_tiled1920x2560.npz", t.image, boxes_from_labels(t.labels)), t.labels, None
+    yield from resliced(samples)
+
+
+def resliced(samples: Path):
+    """More 3D cases from the same public volumes: the CT chest sliced coronally and the 3D nuclei
+    sliced along x, so that structures start, grow and end along another axis."""
+    for name, axes, tag in (("3DBox_CT_0001.npz", (1, 0, 2), "3DBox_CT_coronal.npz"),
+                            ("3DBox_Microscope_0004.npz", (2, 1, 0), "3DBox_Microscope_xslices.npz")):
+        with np.load(samples / name) as c, np.load(samples.parent / "gts" / name) as g:
+            vol = np.ascontiguousarray(c["imgs"].transpose(axes))
+            gts = relabel_consecutive(np.ascontiguousarray(g["gts"].transpose(axes)))
+            spacing = tuple(np.asarray(g["spacing"])[list(axes)])
+        yield Case(tag, vol, boxes_from_labels(gts)), gts, spacing
 
 
 def main(argv=None) -> None:
