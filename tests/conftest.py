@@ -91,5 +91,8 @@ class CountingEngine:
     def prepare(self, emb):
         self.real.prepare(emb)
 
+    def release(self, graph):
+        self.real.release(graph)
+
     def decode(self, boxes, **kw):
         return self.real.decode(boxes, **kw)

@@ -98,6 +98,7 @@ class Engine:
         for name, io in zip(GRAPHS, (ENCODER_IO, DECODER_IMAGE_IO, DECODER_BOXES_IO)):
             _check_names(compiled[name], name, io)
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
+        self._compiled = compiled
         self._enc = [compiled["encoder"].create_infer_request() for _ in range(2)]
         self._image = compiled["decoder_image"].create_infer_request()
         self._boxes = compiled["decoder_boxes"].create_infer_request()
@@ -116,6 +117,12 @@ class Engine:
 
     def encode(self, tensor: np.ndarray) -> np.ndarray:
         return self.finish_encode(self.start_encode(tensor))
+
+    def release(self, graph: str) -> None:
+        """Free the scratch memory of ``graph`` ('encoder' or 'decoder_image') when it will not run
+        again in this case (a 2D image's last encoder pass, its last per-image decoder step); its
+        output stays valid.  Running it again later allocates the scratch anew."""
+        self._compiled[graph].release_memory()
 
     def prepare(self, embedding: np.ndarray) -> None:
         """The per-image decoder work for ``embedding``; :meth:`decode` then runs against it (until

@@ -54,13 +54,17 @@ class Stats:
         self.encoded.append(z)
 
 
-def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, follow: bool = False):
+def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, follow: bool = False,
+                      last: bool = False):
     """Decode boxes in blocks of at most ``max_boxes``; paste each block before the next, so only
     one block's logits are ever held.  With ``follow``, returns each box's next propagation
-    prompt (from its low-res mask; None where the mask is empty)."""
+    prompt (from its low-res mask; None where the mask is empty).  ``last``: no other image of
+    the case follows, so the per-image decoder step's scratch memory is freed once it is done."""
     new_h, new_w = geo.resized
     prompts = [] if follow else None
     engine.prepare(emb)                          # the decoder's per-image work, once per image
+    if last:
+        engine.release("decoder_image")
     for s in range(0, len(boxes256), opts.max_boxes):
         logits = engine.decode(boxes256[s:s + opts.max_boxes])
         stats.decoder_calls += 1
@@ -74,7 +78,9 @@ def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, fo
 
 def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
     """The image encoded once for its boxes; small boxes (see :mod:`qmedsam.zoom`) decoded
-    against crops around them instead, each crop encoded once."""
+    against crops around them instead, each crop encoded once.  After the case's last encoder
+    pass and last per-image decoder step their scratch memory is freed (lower peak RSS: the
+    organisers run one case per process)."""
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
@@ -83,17 +89,23 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         tensor, geo = image_to_tensor(case.image)
         emb = engine.encode(tensor)
         stats.note_encoded(0)
-        _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, geo, opts, stats)
+        if not crops:
+            engine.release("encoder")
+        _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, geo, opts, stats,
+                          last=not crops)
     views = [case.image[c.y0:c.y1, c.x0:c.x1] for c in crops]
     for k, emb in _encoded(engine, views, opts.overlap):
         c = crops[k]
+        last = k == len(crops) - 1
+        if last:
+            engine.release("encoder")
         stats.crops_encoded += 1
         stats.note_embedding()
         idx = np.asarray(c.boxes)
         local = case.boxes[idx] - np.array([c.x0, c.y0, c.x0, c.y0])
         geo = Geometry(*c.shape)
         _decode_and_paste(engine, emb, boxes_to_model(local, geo), idx + 1, seg[c.y0:c.y1, c.x0:c.x1], geo,
-                          opts, stats)
+                          opts, stats, last=last)
     return seg
 
 

@@ -286,3 +286,24 @@ def test_runtime_needs_no_training_or_evaluation_package(tmp_path):
     assert (tmp_path / "out" / "3DBox_CT_0001.npz").is_file()
     png = (tmp_path / "png" / "2DBox_CT_0002.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_freed_scratch_memory_keeps_outputs_and_engine_usable(engine):
+    """After ``release`` the per-image state the box graph reads stays valid, and both graphs
+    run again afterwards with the same results."""
+    case = load_case(SAMPLES / "inputs" / "2DBox_CT_0002.npz")
+    from qmedsam.preprocess import boxes_to_model, image_to_tensor
+
+    x, geo = image_to_tensor(case.image)
+    boxes = boxes_to_model(case.boxes, geo)
+    emb = engine.encode(x)
+    engine.prepare(emb)
+    ref = engine.decode(boxes)
+    engine.prepare(emb)
+    engine.release("decoder_image")
+    engine.encode(np.zeros_like(x))                      # other work in between
+    engine.release("encoder")
+    np.testing.assert_array_equal(engine.decode(boxes), ref)
+    np.testing.assert_array_equal(engine.encode(x), emb)
+    engine.prepare(emb)
+    np.testing.assert_array_equal(engine.decode(boxes), ref)
