@@ -67,7 +67,7 @@ def factored_graphs(fmodel: LiteMedSAM):
     with torch.no_grad():
         state = image_state(emb)
     return (("decoder_image", image_state, (emb,), _names(DECODER_IMAGE_IO), None),
-            ("decoder_boxes", DecoderBoxes(fmodel).eval(), (state, boxes), _names(DECODER_BOXES_IO),
+            ("decoder_boxes", DecoderBoxes(fmodel).eval(), (*state, boxes), _names(DECODER_BOXES_IO),
              DEC_BOXES_DYNAMIC))
 
 

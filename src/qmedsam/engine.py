@@ -15,8 +15,12 @@ from pathlib import Path
 import numpy as np
 
 ENCODER_IO = (("image",), ("image_embedding",))
-DECODER_IMAGE_IO = (("image_embedding",), ("decoder_state",))
-DECODER_BOXES_IO = (("decoder_state", "boxes"), ("low_res_masks", "iou_predictions"))
+# The per-image decoder state: one tensor per part (training/model/factored_decoder.py), handed
+# from the per-image graph to the per-box graph without a copy.
+DECODER_STATE = tuple(f"state_{p}" for p in ("k1", "q1", "v1", "g0", "kb2", "vb2", "qb2", "h1", "w2",
+                                              "kb3", "vb3", "tb", "cols"))
+DECODER_IMAGE_IO = (("image_embedding",), DECODER_STATE)
+DECODER_BOXES_IO = ((*DECODER_STATE, "boxes"), ("low_res_masks", "iou_predictions"))
 GRAPHS = ("encoder", "decoder_image", "decoder_boxes")                 # what the runtime loads
 FLOAT_OPS = ("auto", "f32", "bf16")
 
@@ -128,12 +132,13 @@ class Engine:
         """The per-image decoder work for ``embedding``; :meth:`decode` then runs against it (until
         the next ``prepare``).  The state stays in OpenVINO's tensor: no copy."""
         self._image.infer({DECODER_IMAGE_IO[0][0]: embedding})
-        self._boxes.set_tensor(DECODER_BOXES_IO[0][0], self._image.get_tensor(DECODER_IMAGE_IO[1][0]))
+        for name in DECODER_STATE:
+            self._boxes.set_tensor(name, self._image.get_tensor(name))
 
     def decode(self, boxes: np.ndarray, with_iou: bool = False):
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space, on the prepared image;
         with ``with_iou`` also the decoder's IoU prediction per box (B,)."""
-        self._boxes.set_tensor(DECODER_BOXES_IO[0][1], _tensor(np.ascontiguousarray(boxes, dtype=np.float32)))
+        self._boxes.set_tensor(DECODER_BOXES_IO[0][-1], _tensor(np.ascontiguousarray(boxes, dtype=np.float32)))
         self._boxes.infer()
         logits = self._boxes.get_tensor(DECODER_BOXES_IO[1][0]).data.copy()
         if not with_iou:

@@ -8,7 +8,7 @@ from conftest import MODELS, SAMPLES, dice
 from qmedsam.cases import load_case
 from qmedsam.preprocess import boxes_to_model, image_to_tensor
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
-from training.model.factored_decoder import STATE_WIDTH, DecoderBoxes, DecoderImageState
+from training.model.factored_decoder import STATE_OUTPUTS, DecoderBoxes, DecoderImageState
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def test_torch_factored_decoder_equals_the_plain_decoder(float_model, real_slice
             boxes = torch.from_numpy(b)
             ref, ref_iou = float_model.decoder().forward_with_iou(emb, boxes)
             state = image_state(emb)
-            assert state.shape == (1, 4096, STATE_WIDTH)
-            out, iou = per_box(state, boxes)
+            assert len(state) == len(STATE_OUTPUTS) and all(t.shape[:2] == (1, 4096) for t in state)
+            out, iou = per_box(*state, boxes)
             assert out.shape == ref.shape and iou.shape == ref_iou.shape == (len(b), 1)
             assert float((out - ref).abs().max()) < 1e-4 * float(ref.abs().max())
             torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=1e-4)

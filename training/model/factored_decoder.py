@@ -17,8 +17,8 @@ map of it be applied to ``B`` once per image and to the small ``R`` once per box
 * the first transposed convolution (2x2, stride 2) is a per-pixel linear map, applied
   to ``B`` per image and to ``R`` per box; from its LayerNorm on, the graph is SAM's.
 
-The per-image graph maps the embedding to one ``(1, 4096, STATE_WIDTH)`` tensor
-(:data:`STATE_LAYOUT` names its parts); the per-box graph takes it with the boxes.  In
+The per-image graph maps the embedding to the state tensors :data:`STATE_OUTPUTS`, each
+``(1, 4096, width)``; the per-box graph takes them with the boxes.  In
 float the result equals :class:`~training.model.mask_decoder.MaskDecoder` up to
 rounding (tests).  Per box this is about 0.47 GMAC instead of 1.75; the per-image graph
 costs about as much as one box of the plain decoder.
@@ -29,12 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qmedsam.engine import DECODER_STATE
+
 HEADS = 8
 TOKENS = 7                      # IoU token, 4 mask tokens, 2 box corners
 GRID = 64
 
-# The per-image state: (name, width) of each part, in order, grouped by the matrix it is a
-# product of (one matmul each: see DecoderImageState).
+# The per-image state: (name, width) of each part, grouped by the matrix it is a product of.
+# Every part wider than 1 is its own graph output (one matmul each); the 1-wide parts and the two
+# squared norms share one small output, ``cols`` (order: COLUMNS).  Separate outputs, not one
+# concatenated state: measured, the concatenation and the per-call split of a 4096x1671 state
+# were copies costing 3.3 ms per image and 2.6 ms per decoder call (f32), and 27 MB.
 _GROUPS = {
     "xp": [("k1", 128), ("q1", 128)],                                   # X0 + positional encoding
     "x0": [("v1", 128)],                                                # X0 = embedding + dense prompt
@@ -43,13 +48,10 @@ _GROUPS = {
     "b1c": [("h1", 128), ("q1s", 1), ("e1", 1), ("f1", 1), ("w2", 128), ("g1", 1)],   # B1 centred
     "b2": [("kb3", 128), ("vb3", 128), ("tb", 256)],                    # B2 = B1c * block-2 norm4 weight
 }
-_PARTS = [part for parts in _GROUPS.values() for part in parts] + [("n0", 1), ("n1", 1)]
-STATE_LAYOUT: dict[str, slice] = {}
-_o = 0
-for _name, _width in _PARTS:
-    STATE_LAYOUT[_name] = slice(_o, _o + _width)
-    _o += _width
-STATE_WIDTH = _o
+WIDE = [(g, name) for g, parts in _GROUPS.items() for name, width in parts if width > 1]
+COLUMNS = [name for parts in _GROUPS.values() for name, width in parts if width == 1] + ["n0", "n1"]
+STATE_OUTPUTS = [name for _, name in WIDE] + ["cols"]
+assert [f"state_{n}" for n in STATE_OUTPUTS] == list(DECODER_STATE), "runtime and graph disagree"
 
 
 def _w(layer):
@@ -68,8 +70,8 @@ def _upscale_matrix(convt: nn.Module) -> torch.Tensor:
 
 
 class DecoderImageState(nn.Module):
-    """Image embedding (1, 256, 64, 64) -> per-image decoder state (1, 4096, STATE_WIDTH): six
-    matmuls (one per matrix the parts are products of, weights concatenated) and two norms."""
+    """Image embedding (1, 256, 64, 64) -> the per-image decoder state (:data:`STATE_OUTPUTS`):
+    one matmul per wide part, and the 1-wide parts with two squared norms as ``cols``."""
 
     def __init__(self, model):
         super().__init__()
@@ -91,23 +93,36 @@ class DecoderImageState(nn.Module):
                 "b1c": [g4[:, None] * wo1, col(g4), col(bo1 * g4), col(l0.norm4.bias), wo2, col(bo2)],
                 "b2": [fin.k_proj.weight.T, fin.v_proj.weight.T, _upscale_matrix(md.output_upscaling[0])],
             }
-            for group, mats in maps.items():
-                self.register_buffer(f"w_{group}", torch.cat(mats, 1).clone())
-            self.register_buffer("b_xp", torch.cat([t2i.k_proj.bias, i2t.q_proj.bias]).clone())
+            for group, parts in _GROUPS.items():
+                cols = []
+                for (name, width), mat in zip(parts, maps[group]):
+                    if width > 1:
+                        self.register_buffer(f"w_{name}", mat.clone())
+                    else:
+                        cols.append(mat)
+                if cols:
+                    self.register_buffer(f"c_{group}", torch.cat(cols, 1).clone())
+            self.register_buffer("b_k1", t2i.k_proj.bias.clone())
+            self.register_buffer("b_q1", i2t.q_proj.bias.clone())
             self.register_buffer("pos", pe.dense_pe().flatten(2).transpose(1, 2)[0].clone())
             self.register_buffer("dense", pe.no_mask_embed.weight[0].clone())
             self.register_buffer("g4", g4.clone())
             self.register_buffer("g4b", l1.norm4.weight.clone())
 
-    def forward(self, image_embedding: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_embedding: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x0 = image_embedding.flatten(2).transpose(1, 2)[0] + self.dense           # (N, 256)
         x0c = x0 - x0.mean(-1, keepdim=True)
         b1 = x0c * self.g4
         b1c = b1 - b1.mean(-1, keepdim=True)
-        b2 = b1c * self.g4b
-        return torch.cat([(x0 + self.pos) @ self.w_xp + self.b_xp, x0 @ self.w_x0, x0c @ self.w_x0c,
-                          b1 @ self.w_b1, b1c @ self.w_b1c, b2 @ self.w_b2,
-                          x0c.square().sum(-1, keepdim=True), b1c.square().sum(-1, keepdim=True)], -1)[None]
+        src = {"xp": x0 + self.pos, "x0": x0, "x0c": x0c, "b1": b1, "b1c": b1c, "b2": b1c * self.g4b}
+        bias = {"k1": self.b_k1, "q1": self.b_q1}
+        out = []
+        for group, name in WIDE:
+            y = src[group] @ getattr(self, f"w_{name}")
+            out.append((y + bias[name] if name in bias else y)[None])
+        cols = torch.cat([x0c @ self.c_x0c, b1c @ self.c_b1c, x0c.square().sum(-1, keepdim=True),
+                          b1c.square().sum(-1, keepdim=True)], -1)                 # COLUMNS order
+        return (*out, cols[None])
 
 
 def _block_diag(x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +154,7 @@ def _grouped_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor
 
 
 class DecoderBoxes(nn.Module):
-    """(per-image state (1, 4096, STATE_WIDTH), boxes (B, 1, 4)) -> low-res logits (B, 1, 256, 256)
+    """(per-image state tensors, boxes (B, 1, 4)) -> low-res logits (B, 1, 256, 256)
     and the IoU prediction of the single-mask output (B, 1).
 
     Laid out for a CPU: every large product is a plain (batched) matmul with a per-image
@@ -170,12 +185,20 @@ class DecoderBoxes(nn.Module):
             self.register_buffer("t2_bias", up2.bias.repeat(4).clone())
             self.register_buffer("groups", torch.block_diag(*[torch.ones(TOKENS, TOKENS)] * HEADS))
 
-    def forward(self, state: torch.Tensor, boxes: torch.Tensor):
+    def forward(self, *inputs: torch.Tensor):
+        """``inputs``: the per-image state (:data:`STATE_OUTPUTS`, as DecoderImageState returns
+        it), then the boxes."""
         md = self.md
         l0, l1 = md.transformer.layers
         fin = md.transformer.final_attn_token_to_image
-        st = state[0]
-        part = lambda name: st[:, STATE_LAYOUT[name]]        # noqa: E731
+        boxes = inputs[-1]
+        state = dict(zip(STATE_OUTPUTS, inputs[:-1]))
+
+        def part(name):
+            if name in state:
+                return state[name][0]
+            i = COLUMNS.index(name)
+            return state["cols"][0][:, i:i + 1]
         sparse, _ = self.pe(boxes)
         b = sparse.shape[0]
         out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
