@@ -14,7 +14,7 @@ from qmedsam.preprocess import MODEL_SIZE, Geometry, boxes_to_model, image_to_te
 from qmedsam.zoom import MAX_CROPS, plan_crops
 
 PROPAGATION_MARGIN = 3          # px in 256-space, as the baseline
-# Guided 3D mode (measured on the public 3D cases, int8, mean DSC over CT + 3D nuclei; fixed
+# Guided 3D mode (measured on the two sample volumes, int8, mean DSC over CT + 3D nuclei; fixed
 # 0.5072): 3 px margin, plain IoU choice 0.4799; 10 % margin 0.4880; 10 % margin without the
 # choice (propagation clipped to the box) 0.4663; 20 % margin, IoU margin 0.05: 0.5047.
 GUIDED_MARGIN = 0.2             # of the previous mask's size, per axis
