@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cpu import SETTINGS, describe, run_setting
+from benchmarks.cpu import SETTINGS, describe, run_setting, settings, settings_note
 from qmedsam.cases import box_xy, load_case
 from qmedsam.engine import Engine
 from qmedsam.memory import MAX_BLOCK
@@ -259,7 +259,10 @@ def main(argv=None) -> None:
         return
     print(f"CPU: {describe()}")
     results = {}
-    for setting in SETTINGS:
+    chosen = settings()
+    if settings_note(chosen):
+        print(settings_note(chosen))
+    for setting in chosen:
         print(f"measuring: {setting} ...", flush=True)
         results[setting] = run_setting("benchmarks.bench_model", setting,
                                        ["--models", str(args.models), "--samples", str(args.samples),

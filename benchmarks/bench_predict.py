@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cpu import SETTINGS, describe
+from benchmarks.cpu import describe, settings, settings_note
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "f0108c7"       # the runtime before the factored decoder (the layout change kept it byte-equal)
@@ -125,7 +125,10 @@ def main(argv=None) -> None:
         versions = {f"baseline {args.baseline}": (base.path / "predict.sh", ()),
                     "this, --zoom off": (ROOT / "predict.sh", ("--zoom", "off")),
                     "this (default)": (ROOT / "predict.sh", ())}
-        for setting, extra_env in SETTINGS.items():
+        chosen = settings()
+        if settings_note(chosen):
+            print(settings_note(chosen))
+        for setting, extra_env in chosen.items():
             env = dict(os.environ, **extra_env)
             env.pop("PYTHONPATH", None)              # each predict.sh puts its own src first
             env["PYTHON"] = sys.executable           # the worktree has no .venv of its own

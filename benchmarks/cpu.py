@@ -13,6 +13,32 @@ FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_b
 # on a newer Xeon; float leftovers are then forced to f32 as well.
 ORGANISER_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}
 SETTINGS = {"default": {}, "organiser-like": ORGANISER_ENV}
+# What the cap takes away; a CPU with none of these already runs as the organisers' kind does.
+ABOVE_ORGANISERS = ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+
+
+def settings(flags: set[str] | None = None) -> dict[str, dict[str, str]]:
+    """The settings worth measuring here: 'organiser-like' only where the cap changes something
+    (on a CPU without VNNI, bf16 and AMX it is the default setting again, float leftovers
+    already f32)."""
+    flags = cpu_flags() if flags is None else flags
+    return dict(SETTINGS) if any(f in flags for f in ABOVE_ORGANISERS) else {"default": {}}
+
+
+def settings_note(chosen: dict) -> str | None:
+    """A line saying why the organiser-like setting is not measured, or None."""
+    if "organiser-like" in chosen:
+        return None
+    return ("organiser-like setting not measured: this CPU has no VNNI, bf16 or AMX, so capping it at "
+            "AVX512_CORE changes nothing (it runs as the organisers' kind of CPU or below, float leftovers f32)")
 
 
 def describe() -> str:
@@ -23,7 +49,7 @@ def describe() -> str:
         return "unknown CPU"
     model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
                  "unknown CPU")
-    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+    flags = cpu_flags()
     have = [f for f in FLAGS if f in flags]
     missing = [f for f in FLAGS if f not in flags]
     return (f"{model}, {os.cpu_count()} logical CPUs; has {' '.join(have) or 'none of them'}; "
