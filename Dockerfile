@@ -1,4 +1,5 @@
-# QMedSAM submission image: int8 LiteMedSAM on OpenVINO, CPU only, no torch.
+# QMedSAM submission image: int8 LiteMedSAM on OpenVINO (its float encoder beside it, for CPUs where
+# int8 is slow), CPU only, no torch.
 # BASE may name a locally built Debian bookworm + python3 image (`make base-image`) where
 # no registry serves python:3.11-slim-bookworm; the file is the same for both.
 ARG BASE=python:3.11-slim-bookworm
@@ -6,7 +7,7 @@ ARG BASE=python:3.11-slim-bookworm
 # Stage 1: the runtime dependencies in a venv. An optional build-ca.crt in the build context
 # (the host's CA bundle, when pip must trust a proxy) is seen by this stage only. The runtime
 # reads OpenVINO IR on the CPU device, so the GPU/NPU/AUTO/HETERO/BATCH plugins, the C API and
-# the model-format frontends go, and so do C/C++ headers, test suites, type stubs,
+# the model-format frontends (libraries and Python bindings) go, and so do C/C++ headers, test suites, type stubs,
 # f2py/distutils, OpenVINO's converter tools and OpenCV's Haar cascades (about 40 MB the
 # predictor never touches).
 # Compiled bytecode stays: it halves import time (0.57 -> 0.27 s), paid on every organiser run.
@@ -25,6 +26,8 @@ RUN python3 -m venv /opt/venv \
     && rm -f "$ov"/cache.json \
     && site=$(echo /opt/venv/lib/python3*/site-packages) \
     && rm -rf "$site"/openvino/include "$site"/openvino/tools "$site"/cv2/data \
+              "$site"/openvino/frontend/onnx "$site"/openvino/frontend/pytorch "$site"/openvino/frontend/tensorflow \
+              "$site"/openvino/frontend/paddle "$site"/openvino/frontend/jax \
               "$site"/numpy/f2py "$site"/numpy/distutils "$site"/numpy/_core/include \
     && find "$site" -depth -type d -name tests -exec rm -rf {} + \
     && find "$site" -name '*.pyi' -delete
@@ -43,7 +46,8 @@ WORKDIR /workspace
 COPY predict.sh ./
 # Only the runtime package (src/qmedsam: what predict.sh runs); its models are its package data.
 COPY src/qmedsam/ ./src/qmedsam/
-COPY models/encoder.xml models/encoder.bin models/decoder_image.xml models/decoder_image.bin \
+COPY models/encoder.xml models/encoder.bin models/encoder_float.xml models/encoder_float.bin \
+     models/decoder_image.xml models/decoder_image.bin \
      models/decoder_boxes.xml models/decoder_boxes.bin models/manifest.json ./src/qmedsam/models/
 USER 1000
 CMD ["/bin/bash", "-c", "sh predict.sh"]

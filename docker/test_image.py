@@ -140,7 +140,8 @@ def main(argv=None) -> int:
                              "ls /workspace/src; ls /workspace/src/qmedsam/models", capture=True, check=False)
         check("the image holds the runtime package and its models only",
               listing.stdout.split() == ["qmedsam", "decoder_boxes.bin", "decoder_boxes.xml", "decoder_image.bin",
-                                         "decoder_image.xml", "encoder.bin", "encoder.xml", "manifest.json"],
+                                         "decoder_image.xml", "encoder.bin", "encoder.xml", "encoder_float.bin",
+                                         "encoder_float.xml", "manifest.json"],
               " ".join(listing.stdout.split()))
         runtime = sorted(p.name for p in (ROOT / "src" / "qmedsam").glob("*.py"))
         shipped = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",

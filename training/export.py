@@ -24,6 +24,7 @@ import onnx
 import openvino as ov
 import torch
 
+from qmedsam.encoder_choice import FLOAT_ENCODER
 from qmedsam.engine import DECODER_BOXES_IO, DECODER_IMAGE_IO, ENCODER_IO
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
@@ -41,7 +42,7 @@ ENC_IO = _names(ENCODER_IO)
 DEC_IO = (["image_embedding", "boxes"], ["low_res_masks"])      # the plain decoder: a reference, not run
 DEC_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}}
 DEC_BOXES_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}, "iou_predictions": {0: "B"}}
-GRAPHS = ("encoder", "decoder", "decoder_image", "decoder_boxes")
+GRAPHS = ("encoder", "decoder", "decoder_image", "decoder_boxes", FLOAT_ENCODER)
 OPSET = 17
 
 
@@ -131,6 +132,28 @@ def export_quant(model: LiteMedSAM, out: Path, float_source: LiteMedSAM | None =
     return folded
 
 
+def export_float_encoder(pretrained: LiteMedSAM, out: Path) -> dict:
+    """The float encoder the runtime runs on CPUs where int8 is slow (``qmedsam.encoder_choice``):
+    the pretrained float weights, stored as f16 (f32 at run time), beside the int8 models.
+    Returns its manifest record."""
+    image, _, _ = example_inputs()
+    export_float(pretrained, out, [(FLOAT_ENCODER, pretrained.image_encoder, (image,), ENC_IO, None)],
+                 keep_onnx=False, fp16_weights=True)
+    return {"graph": FLOAT_ENCODER, "precision": "float", "weights": "the pretrained float weights",
+            "weights_stored_as": "f16 (f32 at run time)",
+            "when": "--precision auto on CPUs without AVX-512, VNNI or AMX (qmedsam/encoder_choice.py)"}
+
+
+def add_float_encoder(models: Path, weights: Path) -> None:
+    """Export the float encoder into an int8 models folder and record it in its manifest (part of
+    ``make export``; also usable on its own for a folder exported before it existed)."""
+    record = export_float_encoder(build_lite_medsam(weights), models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["float_encoder"] = record
+    manifest["files"].update(_file_records(models, [f"{FLOAT_ENCODER}.xml", f"{FLOAT_ENCODER}.bin"]))
+    (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def _file_records(folder: Path, names) -> dict:
     return {n: {"sha256": sha256_of(folder / n), "bytes": (folder / n).stat().st_size}
             for n in names if (folder / n).exists()}
@@ -206,6 +229,7 @@ def main(argv=None) -> None:
     write_manifest(args.models, dict(record, precision="int8", source_checkpoint=source,
                                      onnx={"format": "Brevitas QCDQ", "opset": OPSET,
                                            "constant_clips_folded": folded}))
+    add_float_encoder(args.models, weights)
     print(f"int8 models in {args.models}")
 
 

@@ -22,6 +22,8 @@ DECODER_STATE = tuple(f"state_{p}" for p in ("k1", "q1", "v1", "g0", "kb2", "vb2
 DECODER_IMAGE_IO = (("image_embedding",), DECODER_STATE)
 DECODER_BOXES_IO = ((*DECODER_STATE, "boxes"), ("low_res_masks", "iou_predictions"))
 GRAPHS = ("encoder", "decoder_image", "decoder_boxes")                 # what the runtime loads
+# The encoder graph may come from another file of the folder: ``encoder_float`` (see
+# :mod:`qmedsam.encoder_choice`); it has the same inputs and outputs.
 FLOAT_OPS = ("auto", "f32", "bf16")
 
 
@@ -72,10 +74,11 @@ class Engine:
     low_res_masks (B,1,256,256) (and iou_predictions (B,1))."""
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None, threads: int = 0,
-                 hint: str = "LATENCY", float_precision: str = "auto"):
+                 hint: str = "LATENCY", float_precision: str = "auto", encoder: str = "encoder"):
         """``float_precision``: 'auto' (OpenVINO's choice for the CPU, what the predictor ships
         with for int8), 'f32' or 'bf16', for the operations left in float; see
-        :func:`float_ops_for`.  ``cache_dir`` must be usable (:func:`cache_problem`) or None."""
+        :func:`float_ops_for`.  ``cache_dir`` must be usable (:func:`cache_problem`) or None.
+        ``encoder``: the file name (without ``.xml``) of the encoder graph in ``model_dir``."""
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
@@ -93,7 +96,8 @@ class Engine:
             # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the
             # three graphs load side by side (OpenVINO releases the GIL while it loads).
             with ThreadPoolExecutor(len(GRAPHS)) as pool:
-                jobs = {name: pool.submit(core.compile_model, str(model_dir / f"{name}.xml"), "CPU", config)
+                files = dict(zip(GRAPHS, (encoder, *GRAPHS[1:])))
+                jobs = {name: pool.submit(core.compile_model, str(model_dir / f"{files[name]}.xml"), "CPU", config)
                         for name in GRAPHS}
                 compiled = {name: job.result() for name, job in jobs.items()}
         except RuntimeError as e:
@@ -101,6 +105,7 @@ class Engine:
             raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
         for name, io in zip(GRAPHS, (ENCODER_IO, DECODER_IMAGE_IO, DECODER_BOXES_IO)):
             _check_names(compiled[name], name, io)
+        self.encoder_file = encoder
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
         self._compiled = compiled
         self._enc = [compiled["encoder"].create_infer_request() for _ in range(2)]

@@ -18,8 +18,8 @@ def default_models() -> Path:
 
 
 def model_dir(base: Path, precision: str) -> Path:
-    """The folder holding the models of ``precision`` ('int8': ``base``, 'fp32': ``base/fp32``);
-    raises :class:`EngineError` naming the folder and what is missing."""
+    """The folder holding the models of ``precision`` ('int8' or 'auto': ``base``, 'fp32':
+    ``base/fp32``); raises :class:`EngineError` naming the folder and what is missing."""
     folder = base / "fp32" if precision == "fp32" else base
     missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
     if missing:
@@ -27,3 +27,8 @@ def model_dir(base: Path, precision: str) -> Path:
         raise EngineError(f"models not found in {folder} (missing {', '.join(missing)}): run `{hint}` "
                           "or name a models folder with --models or QMEDSAM_MODELS")
     return folder
+
+
+def has_graph(folder: Path, name: str) -> bool:
+    """Whether ``folder`` holds the graph ``name`` (.xml and .bin), e.g. the optional float encoder."""
+    return all((folder / f"{name}.{ext}").is_file() for ext in ("xml", "bin"))

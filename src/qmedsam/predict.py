@@ -20,9 +20,10 @@ from pathlib import Path
 
 from qmedsam.atomic import save_segs, save_text
 from qmedsam.cases import CaseError, load_case
+from qmedsam.encoder_choice import INT8_ENCODER, PRECISIONS, choose_encoder
 from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
 from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit, peak_rss_bytes
-from qmedsam.model_dir import default_models, model_dir
+from qmedsam.model_dir import default_models, has_graph, model_dir
 from qmedsam.zoom import MAX_CROPS
 
 CACHE_NAME = ".qmedsam-cache"
@@ -56,8 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--models", type=Path, default=default_models(),
                     help="folder with encoder/decoder .xml/.bin (int8); fp32 uses MODELS/fp32 "
                          "[env QMEDSAM_MODELS, default: the package's own models]")
-    ap.add_argument("--precision", choices=("int8", "fp32"), default=_env("QMEDSAM_PRECISION", "int8"),
-                    help="int8 models (default) or the float models in MODELS/fp32")
+    ap.add_argument("--precision", choices=PRECISIONS, default=_env("QMEDSAM_PRECISION", "auto"),
+                    help="auto (default): the int8 encoder where this CPU has AVX-512, VNNI or AMX, else the "
+                         "float encoder shipped beside it (faster there); int8: the int8 encoder on any CPU; "
+                         "fp32: the float models in MODELS/fp32 [env QMEDSAM_PRECISION]")
     ap.add_argument("--cache", default=_env("QMEDSAM_CACHE", ""),
                     help="OpenVINO compile-cache folder; default OUTPUTS/.qmedsam-cache, which persists "
                          "between organiser runs; 'none' disables caching [env QMEDSAM_CACHE]")
@@ -156,6 +159,9 @@ def start(args):
     if not os.access(args.outputs, os.W_OK):
         raise EngineError(f"{args.outputs}: outputs folder not writable")
     models = model_dir(args.models, args.precision)
+    encoder, why = choose_encoder(args.precision)
+    if not has_graph(models, encoder):              # a models folder exported before the float encoder
+        encoder, why = INT8_ENCODER, f"int8: {models} has no {encoder}.xml"
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if not cases:
         return cases, None
@@ -166,12 +172,13 @@ def start(args):
         from qmedsam.engine import Engine
 
         return Engine(models, cache, threads=args.threads, hint=args.hint,
-                      float_precision=float_ops_for(args.precision, args.float_ops))
+                      float_precision=float_ops_for(args.precision, args.float_ops), encoder=encoder)
 
     def report(engine):
         if args.verbose:
             _say(f"models ready {time.perf_counter() - t:.2f} s after start-up checks "
-                 f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'})")
+                 f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'}); "
+                 f"encoder {why}")
 
     return cases, _EngineWhenReady(build, report)
 

@@ -197,6 +197,47 @@ def test_models_are_found_by_option_environment_or_package_data(tmp_path, monkey
     assert model_dir(tmp_path, "int8") == tmp_path
 
 
+def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_pays(tmp_path, monkeypatch, capsys,
+                                                                                      fp32_dir):
+    """The CPU's flags decide (patched here: the choice, not this machine, is under test); the
+    float encoder segments the real CT slice as the float model does, and a models folder
+    exported before the float encoder existed still runs, on the int8 one."""
+    import qmedsam.encoder_choice as choice
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(SAMPLES / "inputs" / "2DBox_CT_0002.npz", inputs)
+    segs, said = {}, {}
+    older = tmp_path / "older-models"
+    older.mkdir()
+    for f in ("encoder", "decoder_image", "decoder_boxes"):
+        for ext in ("xml", "bin"):
+            shutil.copy(MODELS / f"{f}.{ext}", older)
+    runs = {"avx2": ({"avx2", "fma"}, MODELS), "vnni": ({"avx2", "avx512f", "avx512_vnni"}, MODELS),
+            "avx2, older folder": ({"avx2", "fma"}, older)}
+    for name, (flags, models) in runs.items():
+        monkeypatch.setattr(choice, "cpu_flags", lambda flags=flags: set(flags))
+        out = tmp_path / name
+        assert main(["-i", str(inputs), "-o", str(out), "-v", "--models", str(models), "--cache", "none"]) == 0
+        said[name] = next(line for line in capsys.readouterr().err.splitlines() if "models ready" in line)
+        segs[name] = np.load(out / "2DBox_CT_0002.npz")["segs"]
+    assert "encoder float: this CPU has no AVX-512, VNNI or AMX" in said["avx2"]
+    assert "encoder int8: this CPU has fast int8" in said["vnni"]
+    assert "encoder int8: " in said["avx2, older folder"] and "has no encoder_float.xml" in said["avx2, older folder"]
+    np.testing.assert_array_equal(segs["vnni"], segs["avx2, older folder"])
+    base = tmp_path / "float-base"                      # --precision fp32 reads BASE/fp32
+    base.mkdir()
+    (base / "fp32").symlink_to(fp32_dir)
+    assert main(["-i", str(inputs), "-o", str(tmp_path / "fp32"), "--models", str(base), "--precision", "fp32",
+                 "--cache", "none"]) == 0
+    fp32 = np.load(tmp_path / "fp32" / "2DBox_CT_0002.npz")["segs"]
+    labels = range(1, int(fp32.max()) + 1)
+    assert len(labels) > 3
+    agree = [dice(segs["avx2"] == k, fp32 == k) for k in labels]
+    assert np.mean(agree) > 0.97, agree          # the float model's masks (f16-stored weights: close, not equal)
+
+
 def test_engine_binds_by_the_exported_names_and_refuses_others(tmp_path):
     import openvino as ov
 

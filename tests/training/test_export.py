@@ -109,3 +109,23 @@ def test_fp32_export_matches_torch(float_model, fp32_dir, ct_case):
         ref = float_model.decoder()(torch.from_numpy(ref_emb), torch.from_numpy(b)).numpy()
     assert np.abs(emb - ref_emb).max() < 1e-3
     assert np.abs(logits - ref).max() < 1e-2
+
+
+def test_the_float_encoder_beside_the_int8_models_is_the_pretrained_encoder(float_model, ct_case, tmp_path):
+    """``encoder_float`` (run where int8 is slow): the pretrained weights stored as f16, so its
+    embedding equals torch's up to f16 weight rounding; the committed one is in the manifest."""
+    import json
+
+    from conftest import MODELS
+    from training.export import export_float_encoder
+
+    record = export_float_encoder(float_model, tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))
+    x, _ = image_to_tensor(ct_case.image[17])
+    emb = ov.Core().compile_model(str(tmp_path / "encoder_float.xml"), "CPU", F32)({0: x})[0]
+    with torch.no_grad():
+        ref = float_model.image_encoder(torch.from_numpy(x)).numpy()
+    assert np.linalg.norm(emb - ref) / np.linalg.norm(ref) < 0.01
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    assert manifest["float_encoder"] == record
+    assert {"encoder_float.xml", "encoder_float.bin"} <= set(manifest["files"])

@@ -1,0 +1,41 @@
+"""Which encoder the predictor runs on which CPU (``--precision auto``)."""
+import pytest
+
+from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, choose_encoder, cpu_flags, int8_pays
+
+SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}
+SKYLAKE_XEON = {"avx2", "avx512f"}                 # the organisers' W-2133: AVX-512 without VNNI
+ALDER_LAKE = {"avx2", "avx_vnni"}                  # a client CPU with 256-bit VNNI
+ZEN3 = {"avx2", "fma", "sse4_2"}                   # AVX2 only
+
+
+@pytest.mark.parametrize("flags", [SAPPHIRE_RAPIDS, SKYLAKE_XEON, ALDER_LAKE])
+def test_cpus_with_avx512_vnni_or_amx_run_the_int8_encoder(flags):
+    assert int8_pays(flags)
+    assert choose_encoder("auto", flags, isa_cap="")[0] == INT8_ENCODER
+
+
+def test_avx2_only_cpus_run_the_float_encoder_and_say_why():
+    name, why = choose_encoder("auto", ZEN3, isa_cap="")
+    assert name == FLOAT_ENCODER and "no AVX-512, VNNI or AMX" in why
+
+
+def test_an_isa_cap_below_avx512_counts_as_such_a_cpu():
+    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="avx2")[0] == FLOAT_ENCODER
+    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="AVX512_CORE")[0] == INT8_ENCODER
+
+
+def test_explicit_precisions_and_unknown_cpus_keep_the_folders_own_encoder():
+    for precision in ("int8", "fp32"):
+        assert choose_encoder(precision, ZEN3, isa_cap="AVX2")[0] == INT8_ENCODER
+    assert choose_encoder("auto", set(), isa_cap="")[0] == INT8_ENCODER
+    with pytest.raises(ValueError):
+        choose_encoder("int4")
+
+
+def test_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse avx2 avx512f\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_flags(info) == {"fpu", "sse", "avx2", "avx512f"}
+    assert cpu_flags(tmp_path / "missing") == set()
