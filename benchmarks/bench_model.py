@@ -24,7 +24,9 @@ import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, run_setting, settings, settings_note
 from qmedsam.cases import box_xy, load_case
+from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
 from qmedsam.engine import Engine
+from qmedsam.model_dir import has_graph
 from qmedsam.memory import MAX_BLOCK
 from qmedsam.plan3d import middle_slice
 from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor
@@ -32,6 +34,7 @@ from qmedsam.segment import Options, segment_case
 from qmedsam_eval.metrics import dice, label_dice
 
 ROOT = Path(__file__).resolve().parents[1]
+FLOAT_ROW = "float encoder (f16-stored, beside int8)"
 BOX_COUNTS = (1, 16, 64, 241)
 
 
@@ -106,6 +109,8 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
                 "int8": Engine(models, float_precision=runtime)}
     if not f32:
         encoders["int8 (f32 leftovers)"] = Engine(models, float_precision="f32")
+    if has_graph(models, FLOAT_ENCODER):             # what --precision auto runs where int8 is slow
+        encoders[FLOAT_ROW] = Engine(models, float_precision=runtime, encoder=FLOAT_ENCODER)
     image = image_to_tensor(load_case(samples / "2DBox_CT_0002.npz").image)[0]
     for e in encoders.values():
         for _ in range(2):
@@ -209,6 +214,10 @@ def report(results: dict) -> None:
         print(f"  {k:48s}" + "  ".join(f"{results[n]['encoder_ms'].get(k, float('nan')):16.1f}" for n in names))
     print(f"  {'speed-up int8 over fp32':48s}" + "  ".join(
         f"{results[n]['encoder_ms']['fp32'] / results[n]['encoder_ms']['int8']:15.2f}x" for n in names))
+    if FLOAT_ROW in results["default"]["encoder_ms"]:
+        print(f"  {'speed-up of the float encoder over int8':48s}" + "  ".join(
+            f"{results[n]['encoder_ms']['int8'] / results[n]['encoder_ms'][FLOAT_ROW]:15.2f}x" for n in names))
+    print(f"  --precision auto on this CPU runs the {choose_encoder('auto')[1]}")
     for n in names:
         r = results[n]["decoder_ms_per_box"]
         print(f"\ndecoder, ms per box [{n}] (one image, blocks of {MAX_BLOCK}, per-image work included):")

@@ -1,6 +1,7 @@
 """``make bench-predict``: organiser-style timings of fresh ``predict.sh`` processes, this runtime
 against a baseline revision of it (and with `--zoom off`, its speed without the zoom's extra
-encoder passes), side by side in one run.
+encoder passes; and, on CPUs where ``--precision auto`` runs the float encoder, with the int8
+one), side by side in one run.
 
 Every figure comes from a new process on a one-case inputs folder with a warm compile cache (as
 the organisers run it, after a first run that fills the cache): whole-run wall seconds, process
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import describe, settings, settings_note
+from qmedsam.encoder_choice import INT8_ENCODER, choose_encoder
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "f0108c7"       # the runtime before the factored decoder (the layout change kept it byte-equal)
@@ -125,6 +127,10 @@ def main(argv=None) -> None:
         versions = {f"baseline {args.baseline}": (base.path / "predict.sh", ()),
                     "this, --zoom off": (ROOT / "predict.sh", ("--zoom", "off")),
                     "this (default)": (ROOT / "predict.sh", ())}
+        encoder, why = choose_encoder("auto")
+        print(f"--precision auto (the default) runs the encoder {why}")
+        if encoder != INT8_ENCODER:                  # the int8 encoder side by side where it is not the default
+            versions["this, --precision int8"] = (ROOT / "predict.sh", ("--precision", "int8"))
         chosen = settings()
         if settings_note(chosen):
             print(settings_note(chosen))
@@ -136,16 +142,16 @@ def main(argv=None) -> None:
             print(f"\n[{setting}{' (float leftovers f32)' if opts else ''}] warm compile cache, fresh process per "
                   f"run, median of {args.runs}:")
             print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>18s}" for v in versions)
-                  + f" {'ratios (baseline/this)':>23s} {'1st emb s':>18s} {'peak RSS MB':>20s}")
+                  + "  ratios (baseline/each)  1st encoder output s  peak RSS MB (baseline -> each)")
             for case in cases:
                 res = {v: timed(sh, case, tmp / f"work-{setting}-{i}", env, args.runs, *opts, *extra)
                        for i, (v, (sh, extra)) in enumerate(versions.items())}
-                old, off, new = res.values()
+                old, *this = res.values()
                 boxes = len(np.atleast_2d(np.load(case)["boxes"]))
                 print(f"  {case.name:30s} {boxes:5d} " + " ".join(f"{r['wall']:17.2f}s" for r in res.values())
-                      + f"  {old['wall'] / off['wall']:6.2f}x / {old['wall'] / new['wall']:5.2f}x"
-                      + f"  {old['first']:5.2f} -> {off['first']:5.2f}"
-                      + f"  {old['rss']:5.0f} -> {off['rss']:5.0f}/{new['rss']:5.0f}")
+                      + "  " + " / ".join(f"{old['wall'] / r['wall']:5.2f}x" for r in this)
+                      + f"  {old['first']:5.2f} -> " + "/".join(f"{r['first']:4.2f}" for r in this)
+                      + f"  {old['rss']:5.0f} -> " + "/".join(f"{r['rss']:4.0f}" for r in this))
         print(f"\npreprocessing a 3024x4032 RGB photo (resize to 256, normalise, pad): "
               f"{preprocessing_seconds():.3f} s")
         rss, slope = memory_per_box(cases[2], tmp / "memory", dict(os.environ))
