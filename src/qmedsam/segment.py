@@ -8,7 +8,7 @@ import numpy as np
 
 from qmedsam.cases import Case, box_xy
 from qmedsam.embedding_store import EmbeddingStore
-from qmedsam.masks import paste_mask, positive_bounds
+from qmedsam.masks import confidence_map, paste_mask, positive_bounds
 from qmedsam.plan3d import fixed_plan, propagation_plan
 from qmedsam.preprocess import MODEL_SIZE, Geometry, boxes_to_model, image_to_tensor
 from qmedsam.zoom import MAX_CROPS, plan_crops
@@ -54,10 +54,11 @@ class Stats:
         self.encoded.append(z)
 
 
-def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, follow: bool = False,
+def _decode_and_paste(engine, emb, boxes256, labels, seg2d, best, geo, opts, stats, follow: bool = False,
                       last: bool = False):
     """Decode boxes in blocks of at most ``max_boxes``; paste each block before the next, so only
-    one block's logits are ever held.  With ``follow``, returns each box's next propagation
+    one block's logits are ever held (``best``: the image's confidence map, see
+    :func:`qmedsam.masks.paste_mask`).  With ``follow``, returns each box's next propagation
     prompt (from its low-res mask; None where the mask is empty).  ``last``: no other image of
     the case follows, so the per-image decoder step's scratch memory is freed once it is done."""
     new_h, new_w = geo.resized
@@ -70,7 +71,7 @@ def _decode_and_paste(engine, emb, boxes256, labels, seg2d, geo, opts, stats, fo
         stats.decoder_calls += 1
         for k in range(logits.shape[0]):
             crop = logits[k, 0, :new_h, :new_w]
-            paste_mask(seg2d, crop, int(labels[s + k]))
+            paste_mask(seg2d, crop, int(labels[s + k]), best)
             if follow:
                 prompts.append(_prompt_from_logits(crop))
     return prompts
@@ -84,6 +85,7 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
+    best = confidence_map(seg.shape)
     crops, plain = plan_crops(*seg.shape, case.boxes, opts.zoom_crops)
     if len(plain):
         tensor, geo = image_to_tensor(case.image)
@@ -91,8 +93,8 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         stats.note_encoded(0)
         if not crops:
             engine.release("encoder")
-        _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, geo, opts, stats,
-                          last=not crops)
+        _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, best, geo, opts,
+                          stats, last=not crops)
     views = [case.image[c.y0:c.y1, c.x0:c.x1] for c in crops]
     for k, emb in _encoded(engine, views, opts.overlap):
         c = crops[k]
@@ -104,7 +106,8 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         idx = np.asarray(c.boxes)
         local = case.boxes[idx] - np.array([c.x0, c.y0, c.x0, c.y0])
         geo = Geometry(*c.shape)
-        _decode_and_paste(engine, emb, boxes_to_model(local, geo), idx + 1, seg[c.y0:c.y1, c.x0:c.x1], geo,
+        window = (slice(c.y0, c.y1), slice(c.x0, c.x1))
+        _decode_and_paste(engine, emb, boxes_to_model(local, geo), idx + 1, seg[window], best[window], geo,
                           opts, stats, last=last)
     return seg
 
@@ -141,9 +144,11 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndar
     geo = Geometry(*case.image.shape[1:])
     boxes256 = boxes_to_model(box_xy(case.boxes), geo)
     plan = fixed_plan(case.boxes)
+    best = confidence_map(seg.shape[1:])           # each slice is visited once: one map, reset
     for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats):
         idx = np.asarray(plan[z])
-        _decode_and_paste(engine, emb, boxes256[idx], idx + 1, seg[z], geo, opts, stats)
+        best.fill(0)
+        _decode_and_paste(engine, emb, boxes256[idx], idx + 1, seg[z], best, geo, opts, stats)
     return seg
 
 
@@ -168,7 +173,7 @@ def clip_box(box: np.ndarray, limit: np.ndarray) -> np.ndarray:
     return out if (out[2] > out[0] and out[3] > out[1]) else limit.astype(np.float32)
 
 
-def _decode_guided(engine, emb, prompts, fixed, labels, seg2d, geo, opts, stats):
+def _decode_guided(engine, emb, prompts, fixed, labels, seg2d, best, geo, opts, stats):
     """The guided step on one slice: each box's propagated prompt and, where it differs, its fixed
     box are decoded; the fixed box's mask is pasted unless the decoder predicts the propagated
     one's IoU higher by ``GUIDED_IOU_MARGIN``.  Returns each box's next prompt: the pasted mask's
@@ -189,7 +194,7 @@ def _decode_guided(engine, emb, prompts, fixed, labels, seg2d, geo, opts, stats)
                 pick[i] = len(p) + j
         for i, k in enumerate(pick):
             crop = logits[k, 0, :new_h, :new_w]
-            paste_mask(seg2d, crop, int(labels[g + i]))
+            paste_mask(seg2d, crop, int(labels[g + i]), best)
             following.append(_prompt_from_logits(crop, f[i]))
     return following
 
@@ -212,6 +217,9 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
     base = boxes_to_model(box_xy(case.boxes), geo)[:, 0]
     plan = propagation_plan(case.boxes)
     reused = plan.reused()
+    # A slice is visited by both sweeps (different boxes): the confidence map covers the volume,
+    # in f16 (2 bytes a voxel) since these modes are opt-in and a volume's map can be large.
+    best = confidence_map(seg.shape, np.float16)
     prompt_up = base.copy()
     prompt_down = base.copy()
     store = EmbeddingStore(opts.store_budget)
@@ -222,11 +230,11 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
                     store.put(z, emb)
                 idx = np.asarray(plan.up[z] if prompts is prompt_up else plan.down[z])
                 if guided:
-                    following = _decode_guided(engine, emb, prompts[idx], base[idx], idx + 1, seg[z], geo,
-                                               opts, stats)
+                    following = _decode_guided(engine, emb, prompts[idx], base[idx], idx + 1, seg[z], best[z],
+                                               geo, opts, stats)
                 else:
-                    following = _decode_and_paste(engine, emb, prompts[idx][:, None, :], idx + 1, seg[z], geo,
-                                                  opts, stats, follow=True)
+                    following = _decode_and_paste(engine, emb, prompts[idx][:, None, :], idx + 1, seg[z],
+                                                  best[z], geo, opts, stats, follow=True)
                 for i, nxt in zip(idx, following):
                     prompts[i] = base[i] if nxt is None else nxt
                     if prompts is prompt_up and z == plan.middle[i]:

@@ -49,13 +49,17 @@ GEO = Geometry(256, 256)
 FIXED = np.array([[40, 40, 200, 200]], np.float32)
 
 
+def _best(seg):
+    return np.zeros(seg.shape, np.float32)      # the confidence map of qmedsam.masks.paste_mask
+
+
 def test_next_prompt_is_the_mask_box_widened_and_clipped():
     seg = np.zeros((256, 256), np.uint8)
     # a prompt sticking out of the fixed box: its mask (columns 24-145, rows 64-145) widened by
     # 20 % of its size per axis, then clipped to the fixed box
     prompt = np.array([[20, 60, 150, 150]], np.float32)
     eng = ScriptedEngine(iou_of=lambda b: 1.0 if b[0] < 40 else 0.0)   # the prompt's mask is pasted
-    nxt = _decode_guided(eng, None, prompt, FIXED, np.array([1]), seg, GEO, Options(), Stats())
+    nxt = _decode_guided(eng, None, prompt, FIXED, np.array([1]), seg, _best(seg), GEO, Options(), Stats())
     np.testing.assert_allclose(nxt[0], [40, 64 - 0.2 * 82, 145 + 0.2 * 122, 145 + 0.2 * 82], atol=1e-4)
     assert seg[64:146, 24:146].all() and seg.sum() == 82 * 122
 
@@ -65,7 +69,7 @@ def test_the_fixed_box_wins_unless_clearly_worse():
     for prop_iou, fixed_wins in ((0.9, False), (0.5 + GUIDED_IOU_MARGIN / 2, True), (0.2, True)):
         eng = ScriptedEngine(iou_of=lambda b: 0.5 if b[2] - b[0] > 100 else prop_iou)
         seg = np.zeros((256, 256), np.uint8)
-        _decode_guided(eng, None, prompt, FIXED, np.array([1]), seg, GEO, Options(), Stats())
+        _decode_guided(eng, None, prompt, FIXED, np.array([1]), seg, _best(seg), GEO, Options(), Stats())
         assert len(eng.decoded) == 2                    # propagated prompt and fixed box
         painted = seg.sum()
         assert painted == (152 * 152 if fixed_wins else 52 * 52)
@@ -74,7 +78,7 @@ def test_the_fixed_box_wins_unless_clearly_worse():
 def test_an_identical_prompt_is_decoded_once_and_an_empty_mask_falls_back():
     eng = ScriptedEngine(empty=lambda b: True)
     seg = np.zeros((256, 256), np.uint8)
-    nxt = _decode_guided(eng, None, FIXED.copy(), FIXED, np.array([1]), seg, GEO, Options(), Stats())
+    nxt = _decode_guided(eng, None, FIXED.copy(), FIXED, np.array([1]), seg, _best(seg), GEO, Options(), Stats())
     assert len(eng.decoded) == 1 and nxt == [None] and not seg.any()
 
 

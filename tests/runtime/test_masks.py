@@ -1,9 +1,9 @@
-"""Region-limited up-sampling is exactly full up-sampling; pasting follows the overwrite rule."""
+"""Region-limited up-sampling is exactly full up-sampling; overlaps go to the most confident mask."""
 import cv2
 import numpy as np
 import pytest
 
-from qmedsam.masks import paste_mask, upsample_full
+from qmedsam.masks import confidence_map, paste_mask, upsample_full
 from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor, logits_to_mask
 
 
@@ -18,7 +18,7 @@ def test_window_paste_equals_full_upsampling(seed):
     else:         # noise everywhere
         crop = rng.normal(-0.5, 1, crop.shape).astype(np.float32)
     seg = np.zeros((h, w), np.uint8)
-    paste_mask(seg, crop, 7)
+    paste_mask(seg, crop, 7, confidence_map(seg.shape))
     np.testing.assert_array_equal(seg == 7, upsample_full(crop, h, w) > 0)
 
 
@@ -31,13 +31,31 @@ def test_full_upsampling_matches_opencv():
     assert ((ours > 0) != (ref > 0)).mean() < 1e-4
 
 
-def test_later_box_wins_in_any_paste_order():
-    a = np.full((8, 8), -1, np.float32); a[1:6, 1:6] = 1
-    b = np.full((8, 8), -1, np.float32); b[3:8, 3:8] = 1
-    s1 = np.zeros((8, 8), np.uint8); paste_mask(s1, a, 1); paste_mask(s1, b, 2)
-    s2 = np.zeros((8, 8), np.uint8); paste_mask(s2, b, 2); paste_mask(s2, a, 1)
-    np.testing.assert_array_equal(s1, s2)
-    assert s1[4, 4] == 2 and s1[1, 1] == 1 and s1[7, 7] == 2 and s1[0, 0] == 0
+def test_where_masks_overlap_the_higher_logit_wins_in_any_paste_order():
+    a = np.full((8, 8), -1, np.float32); a[1:6, 1:6] = 1; a[4:6, 4:6] = 3
+    b = np.full((8, 8), -1, np.float32); b[3:8, 3:8] = 2
+    results = []
+    for order in ((a, 1), (b, 2)), ((b, 2), (a, 1)):
+        seg, best = np.zeros((8, 8), np.uint8), confidence_map((8, 8))
+        for crop, label in order:
+            paste_mask(seg, crop, label, best)
+        results.append(seg)
+    np.testing.assert_array_equal(*results)
+    s = results[0]
+    assert s[4, 4] == 1 and s[3, 3] == 2 and s[1, 1] == 1 and s[7, 7] == 2 and s[0, 0] == 0
+
+
+def test_a_small_structure_inside_a_large_one_keeps_its_label():
+    """The case that motivated the rule: an organ's box and mask contain a smaller structure's; the
+    large mask's logit there is weak, the small one's strong, so the small one keeps its pixels
+    even when the large box comes later (the earlier rule, later box wins, erased it)."""
+    organ = np.full((64, 64), -4, np.float32); organ[4:60, 4:60] = 2.0
+    vessel = np.full((64, 64), -4, np.float32); vessel[28:36, 28:36] = 6.0
+    organ[28:36, 28:36] = 0.5                    # the decoder is unsure the vessel is organ
+    seg, best = np.zeros((256, 256), np.uint8), confidence_map((256, 256), np.float16)
+    paste_mask(seg, vessel, 1, best)
+    paste_mask(seg, organ, 2, best)
+    assert (seg == 1).sum() > 0.9 * (8 * 4) ** 2 and (seg == 2).sum() > 0.8 * (56 * 4) ** 2
 
 
 def test_preprocessing_follows_the_baseline():
