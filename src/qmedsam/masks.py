@@ -95,7 +95,7 @@ def confidence_map(shape, dtype=np.float32) -> np.ndarray:
 
 def paste_mask(seg: np.ndarray, crop: np.ndarray, label: int, best: np.ndarray) -> None:
     """Up-sample one cropped logit map onto ``seg`` (H, W) over its positive window only; a pixel
-    takes ``label`` where its logit is positive and above ``best`` (H, W), which is updated."""
+    takes ``label`` where its logit is positive and at least ``best`` (H, W), which is updated."""
     height, width = seg.shape
     window = positive_window(crop, height, width)
     if window is None:
@@ -104,6 +104,6 @@ def paste_mask(seg: np.ndarray, crop: np.ndarray, label: int, best: np.ndarray) 
     ay, ax = make_axis(crop.shape[0], height), make_axis(crop.shape[1], width)
     values = interpolate(crop.astype(np.float32, copy=False), ay, ax, (r0, r1), (c0, c1))
     claim = best[r0:r1, c0:c1]
-    wins = values > claim                              # claim >= 0, so only positive logits win
+    wins = (values > 0) & (values >= claim)            # a tie (identical masks): the later box wins
     seg[r0:r1, c0:c1][wins] = label
     claim[wins] = values[wins]

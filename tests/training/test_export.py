@@ -6,6 +6,7 @@ import torch
 from conftest import dice, manifest_float_layers
 from ov_precisions import INT8, precision_table, runtime_ops
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
+from qmedsam.encoder_choice import cpu_flags, int8_pays
 from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -17,6 +18,13 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 # reference QDQ kernels differ from Brevitas by the same amount, so it is not an
 # OpenVINO defect). Well-defined structures (the lungs) must still agree closely.
 EMB_TOL = 0.15
+# On a CPU without AVX-512, VNNI or AMX the CPU plugin's int8 kernels are others (a generic int8
+# GEMM, no fused attention) and land further from Brevitas: 0.28 measured on an AVX2-only EPYC.
+# The predictor runs the float encoder there (qmedsam.encoder_choice); the int8 graph must
+# still hold together.
+EMB_TOL_SLOW_INT8 = 0.35
+LUNG_DICE_SLOW_INT8 = 0.95           # measured there: 0.973 / 0.965
+INT8_FAST_HERE = int8_pays(cpu_flags())
 LUNG_DICE = 0.97
 MEAN_DICE = 0.85
 
@@ -39,13 +47,13 @@ def test_brevitas_and_openvino_agree_on_real_inputs(quick_int8, ct_case):
         ref_logits = model.decoder()(ref_emb, torch.from_numpy(b)).numpy()
     emb = enc({0: x})[0]
     rel = np.linalg.norm(emb - ref_emb.numpy()) / np.linalg.norm(ref_emb.numpy())
-    assert rel < EMB_TOL, rel
+    assert rel < (EMB_TOL if INT8_FAST_HERE else EMB_TOL_SLOW_INT8), rel
     logits = dec({0: emb, 1: b})[0]
     assert logits.shape == (len(b), 1, 256, 256)
     scores = [dice(logits_to_mask(logits[k, 0], geo), logits_to_mask(ref_logits[k, 0], geo))
               for k in range(len(b))]
     lungs = [scores[k] for k, v in enumerate(np.unique(ct_case.labels[17])[1:]) if v in (5, 6)]
-    assert len(lungs) == 2 and min(lungs) >= LUNG_DICE, scores
+    assert len(lungs) == 2 and min(lungs) >= (LUNG_DICE if INT8_FAST_HERE else LUNG_DICE_SLOW_INT8), scores
     assert np.mean(scores) >= MEAN_DICE, scores
 
 
@@ -65,9 +73,12 @@ def test_encoder_runs_convolutions_and_matmuls_in_int8(quick_int8, float_model):
     fcs = sum(n for (t, p), n in table.items() if t == "FullyConnected" and p in INT8)
     assert convs == 29 - float_convs, table           # 29 convolutions in the encoder
     assert fcs == 40 - float_linears, table           # 40 linears (qkv, proj, fc1, fc2 of 10 blocks)
-    # the attention blocks run q@k^T and attn@v inside int8 fused MHA subgraphs
-    mha = [names for t, p, names in runtime_ops(out / "encoder.xml")
-           if t == "Subgraph" and p in INT8 and "Softmax" in names]
+    # the attention blocks run q@k^T and attn@v in int8: inside fused MHA subgraphs where the CPU
+    # plugin fuses them (AVX-512 and up), else as int8 MatMuls
+    ops = list(runtime_ops(out / "encoder.xml"))
+    mha = [names for t, p, names in ops if t == "Subgraph" and p in INT8 and "Softmax" in names]
+    if not INT8_FAST_HERE and not mha:
+        mha = [names for t, p, names in ops if t == "MatMul" and p in INT8]
     blocks = {n.split("/attn/")[0] for names in mha for n in names.split(",") if "/attn/MatMul_1" in n}
     float_attn = {n.rsplit(".attn.", 1)[0] for n in manifest_float_layers() if ".attn." in n}
     assert len(blocks) == 10 - len(float_attn), blocks
