@@ -6,8 +6,10 @@ uses well.  Measured (``make bench-model``, encoder ms per slice, one run each):
 * AVX-512 with VNNI (AMD EPYC, 2 cores): int8 2.2x faster than float;
 * AVX-512 without VNNI (the same CPU capped with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE``, like the
   organisers' Skylake Xeon): int8 1.5x faster;
-* AVX2 only (AMD EPYC, 2 cores, no AVX-512, no VNNI): int8 ~15 % *slower* than float
-  (0.91 vs 0.80 s): its linear layers run in a generic int8 GEMM that is slower than the f32 one.
+* AVX2 only (AMD EPYC, 2 cores, no AVX-512, no VNNI): int8 6-18 % *slower* than float over four
+  interleaved runs (0.72-0.94 vs 0.68-0.80 s): its linear layers run in a generic int8 GEMM
+  (521 ms against 366 ms in f32), and its results lie further from Brevitas' (relative
+  embedding error 0.28 against 0.08 on AVX-512 CPUs).
 
 So 'auto' runs the int8 encoder where the CPU (or the oneDNN ISA cap in force) has AVX-512,
 VNNI or AMX, and otherwise the float encoder (``encoder_float``: the pretrained float weights,
