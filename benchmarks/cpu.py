@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from qmedsam.encoder_choice import cpu_flags
+
 FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 # The organisers' published timing machine is a Xeon W-2133 (Skylake: AVX-512 without VNNI,
 # no bf16, no AMX).  OpenVINO's CPU plugin honours oneDNN's ISA cap, so this stands in for it
@@ -16,13 +18,6 @@ SETTINGS = {"default": {}, "organiser-like": ORGANISER_ENV}
 # What the cap takes away; a CPU with none of these already runs as the organisers' kind does.
 ABOVE_ORGANISERS = ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
 
 
 def settings(flags: set[str] | None = None) -> dict[str, dict[str, str]]:
