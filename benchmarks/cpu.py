@@ -19,7 +19,6 @@ SETTINGS = {"default": {}, "organiser-like": ORGANISER_ENV}
 ABOVE_ORGANISERS = ("avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
-
 def settings(flags: set[str] | None = None) -> dict[str, dict[str, str]]:
     """The settings worth measuring here: 'organiser-like' only where the cap changes something
     (on a CPU without VNNI, bf16 and AMX it is the default setting again, float leftovers

@@ -105,7 +105,6 @@ class Engine:
             raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
         for name, io in zip(GRAPHS, (ENCODER_IO, DECODER_IMAGE_IO, DECODER_BOXES_IO)):
             _check_names(compiled[name], name, io)
-        self.encoder_file = encoder
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
         self._compiled = compiled
         self._enc = [compiled["encoder"].create_infer_request() for _ in range(2)]
