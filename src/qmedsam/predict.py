@@ -76,8 +76,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="2D images: decode boxes too small for the 256-pixel model input against crops "
                          "around them (auto, default) or not (off)")
     ap.add_argument("--zoom-crops", type=int, default=int(_env("QMEDSAM_ZOOM_CROPS", str(MAX_CROPS))),
-                    help=f"time budget of --zoom auto: at most this many crops per image, each one encoder "
-                         f"pass, about one 3D slice's time (default {MAX_CROPS})")
+                    help=f"time budget of --zoom auto: at most this many crops per image; sparse crops share "
+                         f"an encoder pass, dense ones take one each, about one 3D slice's time "
+                         f"(default {MAX_CROPS})")
     ap.add_argument("--threads", type=int, default=int(_env("QMEDSAM_THREADS", "0")),
                     help="OpenVINO inference threads (0: all cores)")
     ap.add_argument("--hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY",
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - t0
         encoded, crops = (stats.slices_encoded, stats.crops_encoded) if stats else (0, 0)
         if status == "ok" and not args.quiet:
-            zoomed = f" + {_count(crops, 'crop', 'crops')}" if crops else ""
+            zoomed = f" + {_count(crops, 'zoom canvas', 'zoom canvases')}" if crops else ""
             _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')}{zoomed} "
                  f"encoded, {seconds:.2f} s")
         rows.append(f"{path.name},{seconds:.3f},{n_boxes},{encoded},{crops},"

@@ -60,11 +60,37 @@ def image_to_tensor(image: np.ndarray) -> tuple[np.ndarray, Geometry]:
     return out, geo
 
 
+def canvas_to_tensor(image: np.ndarray, placed) -> np.ndarray:
+    """Windows of ``image`` resized into tiles of one 256x256 canvas (``placed``: the
+    :class:`qmedsam.zoom.Placed` tiles of a canvas), min-max normalised together, zero elsewhere.
+    A canvas of one window at (0, 0) equals :func:`image_to_tensor` of that window."""
+    rgb = to_rgb(image)
+    tiles = []
+    for p in placed:
+        t = p.tile
+        h, w = t.size
+        tiles.append(cv2.resize(rgb[t.y0:t.y1, t.x0:t.x1], (w, h), interpolation=cv2.INTER_AREA).astype(np.float32))
+    lo, hi = min(float(a.min()) for a in tiles), max(float(a.max()) for a in tiles)
+    out = np.zeros((1, 3, MODEL_SIZE, MODEL_SIZE), dtype=np.float32)
+    for p, a in zip(placed, tiles):
+        h, w = a.shape[:2]
+        out[0, :, p.y:p.y + h, p.x:p.x + w] = ((a - lo) / max(hi - lo, 1e-8)).transpose(2, 0, 1)
+    return out
+
+
 def boxes_to_model(boxes: np.ndarray, geo: Geometry) -> np.ndarray:
     """(N, 4) [x0, y0, x1, y1] pixel boxes -> float32 (N, 1, 4) in 256-space (truncated)."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scaled = np.floor(b * MODEL_SIZE / max(geo.height, geo.width))
     return scaled.astype(np.float32).reshape(-1, 1, 4)
+
+
+def boxes_to_canvas(boxes: np.ndarray, p) -> np.ndarray:
+    """(N, 4) pixel boxes inside the placed tile ``p``'s window -> float32 (N, 1, 4) in its canvas
+    (truncated, as :func:`boxes_to_model`)."""
+    t = p.tile
+    local = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - [t.x0, t.y0, t.x0, t.y0]
+    return (np.floor(local * t.zoom) + [p.x, p.y, p.x, p.y]).astype(np.float32).reshape(-1, 1, 4)
 
 
 def logits_to_mask(logits: np.ndarray, geo: Geometry) -> np.ndarray:

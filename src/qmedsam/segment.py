@@ -10,8 +10,9 @@ from qmedsam.cases import Case, box_xy
 from qmedsam.embedding_store import EmbeddingStore
 from qmedsam.masks import confidence_map, paste_mask, positive_bounds
 from qmedsam.plan3d import fixed_plan, propagation_plan
-from qmedsam.preprocess import MODEL_SIZE, Geometry, boxes_to_model, image_to_tensor
-from qmedsam.zoom import MAX_CROPS, plan_crops
+from qmedsam.preprocess import (MODEL_SIZE, Geometry, boxes_to_canvas, boxes_to_model, canvas_to_tensor,
+                                image_to_tensor)
+from qmedsam.zoom import MAX_CROPS, fit_tiles, pack, plan_crops
 
 PROPAGATION_MARGIN = 3          # px in 256-space, as the baseline
 # Guided 3D mode (measured on the two sample volumes, int8, mean DSC over CT + 3D nuclei; fixed
@@ -34,7 +35,7 @@ class Options:
 class Stats:
     decoder_calls: int = 0
     encoded: list[int] = field(default_factory=list)     # slice indices, in encoding order
-    crops_encoded: int = 0                                # 2D zoom crops
+    crops_encoded: int = 0                                # 2D zoom canvases (encoder passes)
     first_embedding_at: float | None = None               # time.perf_counter() of the first embedding
 
     @property
@@ -79,49 +80,63 @@ def _decode_and_paste(engine, emb, boxes256, labels, seg2d, best, geo, opts, sta
 
 def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
     """The image encoded once for its boxes; small boxes (see :mod:`qmedsam.zoom`) decoded
-    against crops around them instead, each crop encoded once.  After the case's last encoder
-    pass and last per-image decoder step their scratch memory is freed (lower peak RSS: the
-    organisers run one case per process)."""
+    against zoomed windows around them instead, packed into canvases, each canvas encoded once.
+    After the case's last encoder pass and last per-image decoder step their scratch memory is
+    freed (lower peak RSS: the organisers run one case per process)."""
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
     best = confidence_map(seg.shape)
     crops, plain = plan_crops(*seg.shape, case.boxes, opts.zoom_crops)
+    canvases = pack(fit_tiles(crops, case.boxes))
     if len(plain):
         tensor, geo = image_to_tensor(case.image)
         emb = engine.encode(tensor)
         stats.note_encoded(0)
-        if not crops:
+        if not canvases:
             engine.release("encoder")
         _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, best, geo, opts,
-                          stats, last=not crops)
-    views = [case.image[c.y0:c.y1, c.x0:c.x1] for c in crops]
-    for k, emb in _encoded(engine, views, opts.overlap):
-        c = crops[k]
-        last = k == len(crops) - 1
+                          stats, last=not canvases)
+    tensors = [lambda k=k: canvas_to_tensor(case.image, canvases[k]) for k in range(len(canvases))]
+    for k, emb in _encoded(engine, tensors, opts.overlap):
+        last = k == len(canvases) - 1
         if last:
             engine.release("encoder")
         stats.crops_encoded += 1
         stats.note_embedding()
-        idx = np.asarray(c.boxes)
-        local = case.boxes[idx] - np.array([c.x0, c.y0, c.x0, c.y0])
-        geo = Geometry(*c.shape)
-        window = (slice(c.y0, c.y1), slice(c.x0, c.x1))
-        _decode_and_paste(engine, emb, boxes_to_model(local, geo), idx + 1, seg[window], best[window], geo,
-                          opts, stats, last=last)
+        _decode_canvas(engine, emb, canvases[k], case.boxes, seg, best, opts, stats, last)
     return seg
 
 
-def _encoded(engine, images, overlap: bool):
-    """Yield (i, embedding) for ``images`` in order; with ``overlap`` the next image is encoded
-    while the caller decodes the current one."""
-    def start(i):
-        return engine.start_encode(image_to_tensor(images[i])[0])
+def _decode_canvas(engine, emb, placed, boxes, seg, best, opts, stats, last):
+    """Decode the boxes of every tile of one canvas in blocks of at most ``max_boxes``; each mask
+    is cut to its tile and pasted into the tile's window of ``seg``."""
+    owners = [(p, i) for p in placed for i in p.tile.boxes]
+    prompts = np.concatenate([boxes_to_canvas(boxes[list(p.tile.boxes)], p) for p in placed])
+    engine.prepare(emb)
+    if last:
+        engine.release("decoder_image")
+    for s in range(0, len(owners), opts.max_boxes):
+        logits = engine.decode(prompts[s:s + opts.max_boxes])
+        stats.decoder_calls += 1
+        for k in range(logits.shape[0]):
+            p, i = owners[s + k]
+            t = p.tile
+            h, w = t.size
+            window = (slice(t.y0, t.y1), slice(t.x0, t.x1))
+            paste_mask(seg[window], logits[k, 0, p.y:p.y + h, p.x:p.x + w], int(i) + 1, best[window])
 
-    pending = start(0) if len(images) else None
-    for i in range(len(images)):
+
+def _encoded(engine, tensors, overlap: bool):
+    """Yield (i, embedding) for the model inputs made by ``tensors`` (callables) in order; with
+    ``overlap`` the next input is encoded while the caller decodes the current one."""
+    def start(i):
+        return engine.start_encode(tensors[i]())
+
+    pending = start(0) if len(tensors) else None
+    for i in range(len(tensors)):
         emb = engine.finish_encode(pending)
-        more = i + 1 < len(images)
+        more = i + 1 < len(tensors)
         if overlap and more:
             pending = start(i + 1)
         yield i, emb
@@ -132,7 +147,7 @@ def _encoded(engine, images, overlap: bool):
 def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats):
     """Yield (z, embedding) for slices ``zs`` of ``volume`` in order (see :func:`_encoded`)."""
     zs = list(zs)
-    for i, emb in _encoded(engine, [volume[z] for z in zs], overlap):
+    for i, emb in _encoded(engine, [lambda z=z: image_to_tensor(volume[z])[0] for z in zs], overlap):
         stats.note_encoded(zs[i])
         yield zs[i], emb
 
