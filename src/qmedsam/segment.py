@@ -12,7 +12,7 @@ from qmedsam.masks import confidence_map, paste_mask, positive_bounds
 from qmedsam.plan3d import fixed_plan, propagation_plan
 from qmedsam.preprocess import (MODEL_SIZE, Geometry, boxes_to_canvas, boxes_to_model, canvas_to_tensor,
                                 image_to_tensor)
-from qmedsam.zoom import MAX_CROPS, fit_tiles, pack, plan_crops
+from qmedsam.zoom import MAX_CROPS, zoom_canvases
 
 PROPAGATION_MARGIN = 3          # px in 256-space, as the baseline
 # Guided 3D mode (measured on the two sample volumes, int8, mean DSC over CT + 3D nuclei; fixed
@@ -87,8 +87,7 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
     if len(case.boxes) == 0:
         return seg
     best = confidence_map(seg.shape)
-    crops, plain = plan_crops(*seg.shape, case.boxes, opts.zoom_crops)
-    canvases = pack(fit_tiles(crops, case.boxes))
+    canvases, plain = zoom_canvases(*seg.shape, case.boxes, opts.zoom_crops)
     if len(plain):
         tensor, geo = image_to_tensor(case.image)
         emb = engine.encode(tensor)

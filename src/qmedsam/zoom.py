@@ -21,16 +21,19 @@ corner of its cell does not need a pass of its own: cut to its boxes plus :data:
 box sides around them, it is *sparse* when that window, at its crop's zoom, fits a quarter of the
 canvas (:data:`SPARSE_TILE` px a side); sparse windows are then zoomed by :data:`SPARSE_ZOOM` of
 that and shelf-packed side by side into shared 256x256 canvases, one encoder pass per canvas.
-Dense crops (a full cell of boxes) keep their whole cell and a canvas each, as before.  Measured
-(int8, in-process, AVX-512 VNNI EPYC; DSC, encoder passes incl. the plain image): the 512x512
-nuclei sample 0.8366 / 6 -> 0.8395 / 3; the tiled 241-nuclei image unchanged (0.7338 / 12: all
-its crops are dense); the 241 random boxes of `make bench-predict`'s 1920x2560 case 17 -> 3
-passes.  Tried on those cases: CONTEXT 0.75 / 1 / 1.5 / 2, SPARSE_TILE 100 / 128 / 256 (256:
-dense crops cut too, -2.5 DSC on the tiled image), SPARSE_ZOOM 0.5 / 0.67 / 1.
+Dense crops (a full cell of boxes) keep their whole cell and a canvas each, as before.  Zoom
+spends at most one canvas per :data:`SMALL_BOXES_PER_PASS` small boxes (:func:`zoom_canvases`);
+over that, all tiles are zoomed less until they fit.  Measured (int8, in-process, AVX-512 VNNI
+EPYC; DSC, encoder passes incl. the plain image): the 512x512 nuclei sample 0.8366 / 6 (one crop
+per pass) -> 0.8395 / 3 (packed) -> 0.8443 / 2 (packed, pass budget; zoom off: 0.8223 / 1); the
+tiled 241-nuclei image unchanged (0.7338 / 12: its crops are dense and its budget is not
+binding); the 241 random boxes of `make bench-predict`'s 1920x2560 case 17 -> 3 passes.  Tried
+on those cases: CONTEXT 0.75 / 1 / 1.5 / 2, SPARSE_TILE 100 / 128 / 256 (256: dense crops cut
+too, -2.5 DSC on the tiled image), SPARSE_ZOOM 0.5 / 0.67 / 1.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -43,6 +46,8 @@ MAX_CROPS = 16         # default time budget: encoder passes per image (see belo
 CONTEXT = 0.75         # a sparse crop keeps this many median box sides around its boxes
 SPARSE_TILE = 128      # a crop is sparse when its cut window, zoomed as its crop, fits this (px)
 SPARSE_ZOOM = 0.5      # sparse windows are zoomed by this share of their crop's zoom
+SMALL_BOXES_PER_PASS = 8   # at most one zoom encoder pass per this many small boxes (see below)
+SHRINK = 0.9           # tiles shrink by this factor until they fit that many canvases
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ class Tile:
 
     @property
     def size(self) -> tuple[int, int]:
-        return int((self.y1 - self.y0) * self.zoom + 0.5), int((self.x1 - self.x0) * self.zoom + 0.5)
+        return max(1, int((self.y1 - self.y0) * self.zoom + 0.5)), max(1, int((self.x1 - self.x0) * self.zoom + 0.5))
 
 
 @dataclass(frozen=True)
@@ -162,3 +167,21 @@ def pack(tiles: list[Tile], side: int = MODEL_SIZE) -> list[list[Placed]]:
             canvases.append([Placed(tile, 0, 0)])
             shelves.append([[0, h, w]])
     return canvases
+
+
+def zoom_canvases(height: int, width: int, boxes: np.ndarray, max_crops: int = MAX_CROPS):
+    """The canvases to encode for the small boxes of an (height, width) image, and the indices of
+    the boxes left on the plain path.  At most one canvas per :data:`SMALL_BOXES_PER_PASS` small
+    boxes (rounded up): an encoder pass costs about as much as decoding that many boxes, so zoom
+    at most doubles its boxes' share of the work; where the packed tiles need more canvases, every
+    tile is zoomed less (by :data:`SHRINK` per step) until they fit."""
+    crops, plain = plan_crops(height, width, boxes, max_crops)
+    if not crops:
+        return [], plain
+    budget = -(-sum(len(c.boxes) for c in crops) // SMALL_BOXES_PER_PASS)
+    tiles = fit_tiles(crops, boxes)
+    canvases = pack(tiles)
+    while len(canvases) > budget:
+        tiles = [replace(t, zoom=t.zoom * SHRINK) for t in tiles]
+        canvases = pack(tiles)
+    return canvases, plain

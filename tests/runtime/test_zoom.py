@@ -7,8 +7,8 @@ from conftest import MODELS, CountingEngine
 from qmedsam.cases import Case
 from qmedsam.segment import Options, segment_case
 from qmedsam.preprocess import boxes_to_canvas, boxes_to_model, canvas_to_tensor, image_to_tensor, Geometry
-from qmedsam.zoom import (CONTEXT, MODEL_SIZE, SPARSE_TILE, SPARSE_ZOOM, Crop, Placed, Tile, box_sides, fit_tiles,
-                          pack, plan_crops, SMALL_PX)
+from qmedsam.zoom import (CONTEXT, SMALL_BOXES_PER_PASS, SMALL_PX, SPARSE_TILE, SPARSE_ZOOM, Crop, Placed, Tile,
+                          box_sides, fit_tiles, pack, plan_crops, zoom_canvases)
 
 
 def squares(centres, side):
@@ -77,6 +77,41 @@ def test_packed_tiles_fill_canvases_without_overlap():
     assert len(pack([Tile(0, 0, 128, 128, 1.0, (k,)) for k in range(4)])) == 1
     with pytest.raises(ValueError, match="larger than"):
         pack([Tile(0, 0, 300, 10, 1.0, (0,))])
+
+
+@pytest.mark.parametrize("n", [1, 7, 9, 40])
+def test_at_most_one_canvas_per_few_small_boxes_and_tiles_shrink_to_fit(n):
+    rng = np.random.default_rng(n)
+    centres = rng.permutation(np.stack(np.meshgrid(np.arange(8), np.arange(8)), -1).reshape(-1, 2))[:n] * 300 + 100
+    boxes = squares(centres, 16)                              # 1.7 px at model input: each its own crop
+    crops, _ = plan_crops(2400, 2400, boxes, max_crops=64)
+    canvases, plain = zoom_canvases(2400, 2400, boxes, max_crops=64)
+    assert len(plain) == 0 and len(crops) == n
+    assert 1 <= len(canvases) <= -(-n // SMALL_BOXES_PER_PASS)
+    placed = [p for c in canvases for p in c]
+    assert sorted(i for p in placed for i in p.tile.boxes) == list(range(n))
+    full = {t.boxes: t for t in fit_tiles(crops, boxes)}
+    for p in placed:
+        t = p.tile
+        assert t.zoom <= full[t.boxes].zoom
+        b = boxes[list(t.boxes)]
+        assert (b[:, :2] >= [t.x0, t.y0]).all() and (b[:, 2:] < [t.x1, t.y1]).all()
+        assert p.y + t.size[0] <= 256 and p.x + t.size[1] <= 256
+    shrunk = any(p.tile.zoom < full[p.tile.boxes].zoom for p in placed)
+    assert shrunk == (len(pack(list(full.values()))) > -(-n // SMALL_BOXES_PER_PASS))
+
+
+def test_dense_crops_over_the_pass_budget_are_zoomed_less_to_share_a_canvas():
+    boxes = squares([[180, 180], [246, 246], [1880, 1880], [1946, 1946]], 16)   # two cells, two boxes each
+    crops, _ = plan_crops(2400, 2400, boxes)
+    full = fit_tiles(crops, boxes)
+    assert len(crops) == 2 and all(max(t.size) == 256 for t in full)           # dense: a canvas each
+    (canvas,), _ = zoom_canvases(2400, 2400, boxes)                             # 4 small boxes: one pass
+    assert sorted(i for p in canvas for i in p.tile.boxes) == [0, 1, 2, 3]
+    for p in canvas:
+        whole = next(t for t in full if t.boxes == p.tile.boxes)
+        assert (p.tile.y0, p.tile.x0, p.tile.y1, p.tile.x1) == (whole.y0, whole.x0, whole.y1, whole.x1)
+        assert 0.4 < p.tile.zoom / whole.zoom < 0.6
 
 
 def test_a_canvas_of_one_whole_crop_is_that_crop_as_the_plain_path_sees_it():
