@@ -101,8 +101,9 @@ train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 bench-predict: $(STAMP)
 	$(PY) -m benchmarks.bench_predict
 
+ONLY ?=
 bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
-	$(PY) -m benchmarks.bench_prompting
+	$(PY) -m benchmarks.bench_prompting $(if $(ONLY),--only $(ONLY))
 
 # ---- the submission image -------------------------------------------------------------
 IMAGE ?= qmedsam:latest

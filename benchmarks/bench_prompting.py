@@ -55,11 +55,14 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
+    ap.add_argument("--only", choices=("2d", "3d"), help="run only the 2D (zoom) or only the 3D cases")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")
     engines = {"int8": Engine(args.models), "fp32": Engine(args.models / "fp32", float_precision="f32")}
     rows = []
     for case, gt, spacing in cases(args.samples):
+        if args.only and case.is_3d != (args.only == "3d"):
+            continue
         for mode, opts in MODES[case.is_3d].items():
             for prec, engine in engines.items():
                 t = time.perf_counter()
