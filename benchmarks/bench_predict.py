@@ -5,7 +5,7 @@ one), side by side in one run.
 
 Every figure comes from a new process on a one-case inputs folder with a warm compile cache (as
 the organisers run it, after a first run that fills the cache): whole-run wall seconds, process
-start -> first encoder output, peak RSS.  The baseline (default: the runtime before the
+start -> first encoder output, peak RSS; the versions' runs are interleaved.  The baseline (default: the runtime before the
 factored decoder, OpenCV and start-up work) runs from a temporary git worktree of that
 revision with its own models.  Both run as this CPU runs them by default and as on the
 organisers' kind of CPU (AVX-512 without VNNI, float leftovers in f32; :mod:`benchmarks.cpu`).
@@ -86,10 +86,18 @@ class Baseline:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.path)], check=False)
 
 
-def timed(predict_sh: Path, case: Path, work: Path, env: dict, runs: int, *options: str) -> dict:
-    run_case(predict_sh, case, work, env, *options)                  # fills the compile cache
-    rs = [run_case(predict_sh, case, work, env, *options) for _ in range(runs)]
-    return {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+def timed(versions: dict, case: Path, work: Path, env: dict, runs: int, *options: str) -> dict:
+    """Median figures per version ({name: (predict.sh, options)}) on ``case``.  Runs are
+    interleaved (one run of each version in turn, ``runs`` rounds) so that a slow spell of a shared
+    machine does not land on one version; a first run of each fills its compile cache."""
+    places = {v: work / f"v{i}" for i, v in enumerate(versions)}
+    for v, (sh, extra) in versions.items():
+        run_case(sh, case, places[v], env, *options, *extra)
+    rs = {v: [] for v in versions}
+    for _ in range(runs):
+        for v, (sh, extra) in versions.items():
+            rs[v].append(run_case(sh, case, places[v], env, *options, *extra))
+    return {v: {k: statistics.median(r[k] for r in rs[v]) for k in rs[v][0]} for v in versions}
 
 
 def preprocessing_seconds() -> float:
@@ -144,8 +152,7 @@ def main(argv=None) -> None:
             print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>18s}" for v in versions)
                   + "  ratios (baseline/each)  1st encoder output s  peak RSS MB (baseline -> each)")
             for case in cases:
-                res = {v: timed(sh, case, tmp / f"work-{setting}-{i}", env, args.runs, *opts, *extra)
-                       for i, (v, (sh, extra)) in enumerate(versions.items())}
+                res = timed(versions, case, tmp / f"work-{setting}", env, args.runs, *opts)
                 old, *this = res.values()
                 boxes = len(np.atleast_2d(np.load(case)["boxes"]))
                 print(f"  {case.name:30s} {boxes:5d} " + " ".join(f"{r['wall']:17.2f}s" for r in res.values())
