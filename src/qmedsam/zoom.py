@@ -5,10 +5,10 @@ wide, too small for the decoder to outline.  A box is *small* when its longer si
 :data:`SMALL_PX` at model input.  Small boxes are grouped on a grid whose cells are sized so
 that the median small box becomes about :data:`TARGET_PX` at model input once its cell is
 encoded on its own; each occupied cell becomes one crop (grown to hold its boxes whole, plus a
-margin), encoded once, its boxes decoded against it and their masks pasted back at full
-resolution.  Cells grow until at most ``max_crops`` are needed: the time budget, since each
-crop costs one encoder pass (about one 3D slice's worth).  Boxes that are not small stay on
-the plain path (the whole image encoded once).
+margin), its boxes decoded against it and their masks pasted back at full resolution.  Cells
+grow until at most ``max_crops`` are needed: the time budget, since a crop costs up to one
+encoder pass (about one 3D slice's worth; sparse crops share passes, see below).  Boxes that are
+not small stay on the plain path (the whole image encoded once).
 
 Measured (int8, in-process, `make bench-prompting`): a 1920x2560 fluorescence image with 241
 labelled nuclei goes from DSC 0.12 (plain, 1.6 s) to 0.73 with the default budget (12 crops used,
@@ -42,7 +42,7 @@ from qmedsam.preprocess import MODEL_SIZE
 SMALL_PX = 8           # a box under this (longer side, model-input pixels) is zoomed
 TARGET_PX = 48         # crops are sized so that the median small box becomes about this
 MARGIN = 0.1           # context around each crop's boxes, as a share of the cell side
-MAX_CROPS = 16         # default time budget: encoder passes per image (see below)
+MAX_CROPS = 16         # default time budget: crops per image (see above)
 CONTEXT = 0.75         # a sparse crop keeps this many median box sides around its boxes
 SPARSE_TILE = 128      # a crop is sparse when its cut window, zoomed as its crop, fits this (px)
 SPARSE_ZOOM = 0.5      # sparse windows are zoomed by this share of their crop's zoom
