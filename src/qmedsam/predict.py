@@ -252,4 +252,13 @@ if __name__ == "__main__":
     # The predictor converts no models: skip importing OpenVINO's model converter and its
     # telemetry (~0.1 s of every run's start-up; the image does not ship it at all).
     sys.modules.setdefault("openvino.tools.ovc", None)
-    sys.exit(main())
+    code = main()
+    # Every output is written, renamed into place and closed by now.  Skip the interpreter's
+    # teardown (unloading OpenVINO's compiled models and plugin: 30-90 ms measured on 2 cores),
+    # which the organisers' timing of the whole run counts; not while the models are still being
+    # loaded in the background (every case failed early), so no cache file is cut short.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() == 1:
+        os._exit(code)
+    sys.exit(code)
