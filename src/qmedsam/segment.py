@@ -64,18 +64,26 @@ def _decode_and_paste(engine, emb, boxes256, labels, seg2d, best, geo, opts, sta
     the case follows, so the per-image decoder step's scratch memory is freed once it is done."""
     new_h, new_w = geo.resized
     prompts = [] if follow else None
-    engine.prepare(emb)                          # the decoder's per-image work, once per image
+    for i, logits in _decoded(engine, emb, boxes256, opts, stats, last):
+        crop = logits[:new_h, :new_w]
+        paste_mask(seg2d, crop, int(labels[i]), best)
+        if follow:
+            prompts.append(_prompt_from_logits(crop))
+    return prompts
+
+
+def _decoded(engine, emb, boxes, opts, stats, last):
+    """(i, (256, 256) logits) for each of ``boxes`` (B, 1, 4) against ``emb``, decoded in blocks of
+    at most ``max_boxes`` (one block's logits held at a time).  The decoder's per-image work runs
+    once; with ``last`` its scratch memory is freed right after."""
+    engine.prepare(emb)
     if last:
         engine.release("decoder_image")
-    for s in range(0, len(boxes256), opts.max_boxes):
-        logits = engine.decode(boxes256[s:s + opts.max_boxes])
+    for s in range(0, len(boxes), opts.max_boxes):
+        logits = engine.decode(boxes[s:s + opts.max_boxes])
         stats.decoder_calls += 1
         for k in range(logits.shape[0]):
-            crop = logits[k, 0, :new_h, :new_w]
-            paste_mask(seg2d, crop, int(labels[s + k]), best)
-            if follow:
-                prompts.append(_prompt_from_logits(crop))
-    return prompts
+            yield s + k, logits[k, 0]
 
 
 def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
@@ -112,18 +120,12 @@ def _decode_canvas(engine, emb, placed, boxes, seg, best, opts, stats, last):
     is cut to its tile and pasted into the tile's window of ``seg``."""
     owners = [(p, i) for p in placed for i in p.tile.boxes]
     prompts = np.concatenate([boxes_to_canvas(boxes[list(p.tile.boxes)], p) for p in placed])
-    engine.prepare(emb)
-    if last:
-        engine.release("decoder_image")
-    for s in range(0, len(owners), opts.max_boxes):
-        logits = engine.decode(prompts[s:s + opts.max_boxes])
-        stats.decoder_calls += 1
-        for k in range(logits.shape[0]):
-            p, i = owners[s + k]
-            t = p.tile
-            h, w = t.size
-            window = (slice(t.y0, t.y1), slice(t.x0, t.x1))
-            paste_mask(seg[window], logits[k, 0, p.y:p.y + h, p.x:p.x + w], int(i) + 1, best[window])
+    for j, logits in _decoded(engine, emb, prompts, opts, stats, last):
+        p, i = owners[j]
+        t = p.tile
+        h, w = t.size
+        window = (slice(t.y0, t.y1), slice(t.x0, t.x1))
+        paste_mask(seg[window], logits[p.y:p.y + h, p.x:p.x + w], int(i) + 1, best[window])
 
 
 def _encoded(engine, tensors, overlap: bool):
