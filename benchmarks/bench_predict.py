@@ -5,9 +5,9 @@ one), side by side in one run.
 
 Every figure comes from a new process on a one-case inputs folder with a warm compile cache (as
 the organisers run it, after a first run that fills the cache): whole-run wall seconds, process
-start -> first encoder output, peak RSS; the versions' runs are interleaved.  The baseline (default: the runtime before the
-factored decoder, OpenCV and start-up work) runs from a temporary git worktree of that
-revision with its own models.  Both run as this CPU runs them by default and as on the
+start -> first encoder output, peak RSS; the versions' runs are interleaved.  The baseline
+(default: the runtime before the factored decoder, OpenCV and start-up work) runs from a
+temporary git worktree of that revision with its own models.  Both run as this CPU runs them by default and as on the
 organisers' kind of CPU (AVX-512 without VNNI, float leftovers in f32; :mod:`benchmarks.cpu`).
 Also: preprocessing of a 3024x4032 photo, and the decoder's memory per box (which
 ``--max-boxes auto`` is derived from).
