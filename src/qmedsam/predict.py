@@ -249,6 +249,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # One malloc arena before any worker thread starts (lower peak RSS; see qmedsam.heap).
+    from qmedsam.heap import single_arena
+
+    single_arena()
     # The predictor converts no models: skip importing OpenVINO's model converter and its
     # telemetry (~0.1 s of every run's start-up; the image does not ship it at all).
     sys.modules.setdefault("openvino.tools.ovc", None)
