@@ -12,7 +12,7 @@ CALIB ?= 48
 DISTILL ?= 0
 OUT ?= out
 
-.PHONY: setup weights samples demo test test-fast export export-fp32 bench-model clean
+.PHONY: setup weights samples demo test test-fast export export-decoder export-fp32 bench-model clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ test: $(STAMP) weights
 
 export: $(STAMP) weights
 	$(PY) -m training.export --models $(MODELS) --calib $(CALIB) --distill-steps $(DISTILL) $(if $(CKPT),--ckpt $(CKPT))
+
+# only the runtime's float decoder graphs (decoder_image, decoder_boxes) of the int8 folder, from the
+# pretrained weights, as `make export` writes them; the int8 graphs are left as they are
+export-decoder: $(STAMP) weights
+	$(PY) -m training.export --models $(MODELS) --runtime-decoder
 
 export-fp32: $(STAMP) weights
 	$(PY) -m training.export --models $(MODELS) --fp32

@@ -154,6 +154,27 @@ def add_float_encoder(models: Path, weights: Path) -> None:
     (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+RUNTIME_DECODER = ("decoder_image", "decoder_boxes")
+PRETRAINED_FLOAT = "the pretrained float weights"
+
+
+def refresh_runtime_decoder(models: Path, weights: Path) -> None:
+    """Re-export the runtime's float decoder graphs (:data:`RUNTIME_DECODER`) into an int8 models
+    folder whose manifest says they come from the pretrained weights, and update its file records;
+    the int8 graphs stay byte-identical.  ``make export-decoder``: a change to
+    ``training/model/factored_decoder.py`` without the PTQ's minutes; ``make export`` writes the
+    same graphs (:func:`export_quant`)."""
+    manifest = json.loads((models / "manifest.json").read_text())
+    source = manifest.get("runtime_decoder", {}).get("weights")
+    if source != PRETRAINED_FLOAT:
+        raise SystemExit(f"{models}: its decoder graphs come from {source or 'unrecorded weights'}, "
+                         f"not {PRETRAINED_FLOAT}: run `make export` (with CKPT= for a QAT checkpoint)")
+    export_float(None, models, factored_graphs(build_lite_medsam(weights)), keep_onnx=False, fp16_weights=True)
+    manifest["files"].update(_file_records(models, [f"{g}.{ext}" for g in RUNTIME_DECODER for ext in ("xml", "bin")]))
+    manifest["runtime_decoder"]["refreshed"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def _file_records(folder: Path, names) -> dict:
     return {n: {"sha256": sha256_of(folder / n), "bytes": (folder / n).stat().st_size}
             for n in names if (folder / n).exists()}
@@ -199,6 +220,8 @@ def main(argv=None) -> None:
     ap.add_argument("--weights", type=Path, default=DEFAULT_PATH)
     ap.add_argument("--ckpt", type=Path, help="QAT checkpoint (otherwise post-training quantization)")
     ap.add_argument("--fp32", action="store_true", help="write float models to MODELS/fp32")
+    ap.add_argument("--runtime-decoder", action="store_true",
+                    help="re-export only the runtime's float decoder graphs into the int8 MODELS folder")
     ap.add_argument("--calib", type=int, default=48, help="calibration slices for PTQ")
     ap.add_argument("--distill-steps", type=int, default=0,
                     help="PTQ: steps of encoder distillation against the float model after calibration")
@@ -211,6 +234,10 @@ def main(argv=None) -> None:
         write_manifest(out, {"precision": "fp32", "source_checkpoint": source})
         print(f"fp32 models in {out}")
         return
+    if args.runtime_decoder:
+        refresh_runtime_decoder(args.models, weights)
+        print(f"runtime decoder graphs re-exported in {args.models}")
+        return
     if args.ckpt:
         model, record = build_from_qat(args.ckpt)
         float_source, float_from = float_copy(model), "the QAT checkpoint's weights"
@@ -218,10 +245,10 @@ def main(argv=None) -> None:
         from training.ptq_recipe import post_training_quantize
 
         model, record = post_training_quantize(weights, args.calib, args.distill_steps)
-        float_source, float_from = build_lite_medsam(weights), "the pretrained float weights"
+        float_source, float_from = build_lite_medsam(weights), PRETRAINED_FLOAT
     folded = export_quant(model, args.models, float_source)
     record["runtime_decoder"] = {
-        "graphs": ["decoder_image", "decoder_boxes"], "precision": "float", "weights": float_from,
+        "graphs": list(RUNTIME_DECODER), "precision": "float", "weights": float_from,
         "what": "the mask decoder factored into per-image and per-box work "
                 "(training/model/factored_decoder.py); equals the plain float decoder up to rounding",
         "weights_stored_as": "f16 (f32 at run time)",

@@ -1,6 +1,10 @@
 """Brevitas QCDQ -> ONNX -> OpenVINO: the exported graphs agree with Brevitas and run in int8."""
+import json
+import shutil
+
 import numpy as np
 import openvino as ov
+import pytest
 import torch
 
 from conftest import dice, manifest_float_layers
@@ -140,3 +144,29 @@ def test_the_float_encoder_beside_the_int8_models_is_the_pretrained_encoder(floa
     manifest = json.loads((MODELS / "manifest.json").read_text())
     assert manifest["float_encoder"] == record
     assert {"encoder_float.xml", "encoder_float.bin"} <= set(manifest["files"])
+
+
+def test_refreshing_the_runtime_decoder_rewrites_only_its_graphs(weights, tmp_path):
+    """``make export-decoder``: the two float decoder graphs are written anew (as ``make export``
+    writes them) and the manifest's hashes follow; the int8 graphs are not touched; a folder whose
+    decoder graphs came from other weights (a QAT checkpoint) is refused."""
+    from conftest import MODELS
+    from tools.weights import sha256_of
+    from training.export import RUNTIME_DECODER, refresh_runtime_decoder
+
+    folder = tmp_path / "models"
+    shutil.copytree(MODELS, folder, ignore=shutil.ignore_patterns("fp32", "*.onnx"))
+    for g in RUNTIME_DECODER:                       # stale graphs: the refresh must replace them
+        (folder / f"{g}.bin").write_bytes(b"stale")
+    int8_before = {f: sha256_of(folder / f) for f in ("encoder.bin", "encoder.xml", "decoder.bin", "decoder.xml")}
+    refresh_runtime_decoder(folder, weights)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for g in RUNTIME_DECODER:
+        for ext in ("xml", "bin"):
+            assert manifest["files"][f"{g}.{ext}"]["sha256"] == sha256_of(folder / f"{g}.{ext}")
+        assert (folder / f"{g}.bin").read_bytes() == (MODELS / f"{g}.bin").read_bytes()   # deterministic
+    assert {f: sha256_of(folder / f) for f in int8_before} == int8_before
+    manifest["runtime_decoder"]["weights"] = "the QAT checkpoint's weights"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match="make export"):
+        refresh_runtime_decoder(folder, weights)
