@@ -148,10 +148,7 @@ def add_float_encoder(models: Path, weights: Path) -> None:
     """Export the float encoder into an int8 models folder and record it in its manifest (part of
     ``make export``; also usable on its own for a folder exported before it existed)."""
     record = export_float_encoder(build_lite_medsam(weights), models)
-    manifest = json.loads((models / "manifest.json").read_text())
-    manifest["float_encoder"] = record
-    manifest["files"].update(_file_records(models, [f"{FLOAT_ENCODER}.xml", f"{FLOAT_ENCODER}.bin"]))
-    (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    _update_manifest(models, [FLOAT_ENCODER], float_encoder=record)
 
 
 RUNTIME_DECODER = ("decoder_image", "decoder_boxes")
@@ -164,14 +161,22 @@ def refresh_runtime_decoder(models: Path, weights: Path) -> None:
     the int8 graphs stay byte-identical.  ``make export-decoder``: a change to
     ``training/model/factored_decoder.py`` without the PTQ's minutes; ``make export`` writes the
     same graphs (:func:`export_quant`)."""
-    manifest = json.loads((models / "manifest.json").read_text())
-    source = manifest.get("runtime_decoder", {}).get("weights")
-    if source != PRETRAINED_FLOAT:
-        raise SystemExit(f"{models}: its decoder graphs come from {source or 'unrecorded weights'}, "
+    record = json.loads((models / "manifest.json").read_text()).get("runtime_decoder", {})
+    if record.get("weights") != PRETRAINED_FLOAT:
+        raise SystemExit(f"{models}: its decoder graphs come from {record.get('weights') or 'unrecorded weights'}, "
                          f"not {PRETRAINED_FLOAT}: run `make export` (with CKPT= for a QAT checkpoint)")
-    export_float(None, models, factored_graphs(build_lite_medsam(weights)), keep_onnx=False, fp16_weights=True)
-    manifest["files"].update(_file_records(models, [f"{g}.{ext}" for g in RUNTIME_DECODER for ext in ("xml", "bin")]))
-    manifest["runtime_decoder"]["refreshed"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    fmodel = build_lite_medsam(weights)
+    export_float(fmodel, models, factored_graphs(fmodel), keep_onnx=False, fp16_weights=True)
+    refreshed = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    _update_manifest(models, RUNTIME_DECODER, runtime_decoder=dict(record, refreshed=refreshed))
+
+
+def _update_manifest(models: Path, graphs, **entries) -> None:
+    """Record new ``graphs`` (their .xml/.bin hashes) and top-level ``entries`` in the folder's
+    manifest, keeping the rest of it."""
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest.update(entries)
+    manifest["files"].update(_file_records(models, [f"{g}.{ext}" for g in graphs for ext in ("xml", "bin")]))
     (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 

@@ -306,17 +306,15 @@ class DecoderBoxes(nn.Module):
         a_final = s1 * s2
         # X2 = a_final * B2 + (s2 [sa1 A2]) @ [P1c; Q0c] g4b + be4b  (be4b: in kp3, t1_bias): one
         # rank-112 term, so that each product with it is one matmul, not two of rank 56
-        low2 = [(s2[..., None] * torch.cat([sa1, a2], -1), torch.cat([p1c, q0c], 1) * g4b)]
+        coef2, rows2 = s2[..., None] * torch.cat([sa1, a2], -1), torch.cat([p1c, q0c], 1) * g4b
 
         # ---- final token->image attention
         hs = md.transformer.norm_final_attn(tokens + token_to_image(
-            fin, tokens, part("kb3"), part("vb3"), self.kp3, a_final, low2, l1.norm4.bias))
+            fin, tokens, part("kb3"), part("vb3"), self.kp3, a_final, [(coef2, rows2)], l1.norm4.bias))
 
         # ---- up-scaling per pixel, channels last: pixel (y, x) -> sub-pixels (ky, kx) -> (ky2, kx2)
         ln, act = md.output_upscaling[1], md.output_upscaling[2]
-        z = a_final[..., None] * part("tb") + self.t1_bias                          # (B, N, 4*64)
-        for coef, rows in low2:
-            z = z + coef @ (rows @ self.t1)
+        z = a_final[..., None] * part("tb") + self.t1_bias + coef2 @ (rows2 @ self.t1)   # (B, N, 4*64)
         z = z.unflatten(-1, (4, -1))                                               # (B, N, 4, 64)
         z = z * torch.rsqrt(z.square().mean(-1, keepdim=True) + ln.eps) * ln.weight + ln.bias   # z centred
         y = act(z) @ self.t2 + self.t2_bias                                         # (B, N, 4, 4*32)
