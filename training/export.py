@@ -27,8 +27,7 @@ import torch
 from qmedsam.encoder_choice import FLOAT_ENCODER
 from qmedsam.engine import DECODER_BOXES_IO, DECODER_IMAGE_IO, ENCODER_IO
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState
-from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, load_state
-from training.model.quant_switch import QuantConfig
+from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
 from training.onnx_fold import fold_constant_clips, untie_dequant_constants
 from tools.weights import DEFAULT_PATH, ensure_weights, sha256_of
 
@@ -201,22 +200,15 @@ def write_manifest(folder: Path, record: dict) -> None:
 
 
 def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
-    """A quantized model from a QAT checkpoint ({'model': state, 'float_layers': [...]})."""
-    from training.model.surgery import keep_float, merge_batchnorms
+    """The quantized model a QAT checkpoint holds (any checkpoint ``make train-all`` or
+    ``make qat-distill`` writes; ``training.qat.checkpoint``), and its manifest record."""
+    from training.qat.checkpoint import rebuild
 
     blob = torch.load(str(ckpt), map_location="cpu", weights_only=False)
-    state = blob.get("model", blob)
-    quant = blob.get("quant", {})
-    model = LiteMedSAM(QuantConfig(enabled=True,
-                                   weight_per_channel=quant.get("weight_per_channel",
-                                                                blob.get("weight_per_channel", False)),
-                                   range_aware_inputs=quant.get("range_aware_inputs", False)))
-    if quant.get("merged_batchnorms", False):
-        merge_batchnorms(model.image_encoder)      # the same structure; the values come from the state
-    keep_float(model.image_encoder, blob.get("float_layers", []))   # names relative to the encoder
-    load_state(model, state)
-    return model.eval(), {"method": "qat", "qat_checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt)},
-                          "float_layers": blob.get("float_layers", []), "stages": blob.get("stages")}
+    model, structure = rebuild(blob)
+    return model, {"method": "qat", "qat_checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt)},
+                   "structure": structure.as_dict(), "float_layers": list(structure.float_layers),
+                   "stages": blob.get("stages"), "distillation": blob.get("distillation")}
 
 
 def main(argv=None) -> None:

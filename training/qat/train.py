@@ -28,6 +28,7 @@ from training.data.dataset import Augment, SliceDataset
 from training.data.index import build_index
 from training.data.sampler import BalancedSampler, samples_per_modality
 from training.model.lite_medsam import load_state
+from training.qat.checkpoint import Structure, student_record
 from training.qat.losses import distillation_loss, mask_iou, segmentation_loss
 from training.qat.student import (QAT_CONFIG, StudentStep, Teacher, build_student,
                                   freeze_for_stage, train_mode)
@@ -157,11 +158,13 @@ def previous_best(out: Path, stage: int) -> dict | None:
 
 
 def export_record(model, float_layers, cfg, history, best) -> dict:
-    return {"model": model.state_dict(), "float_layers": float_layers,
-            "quant": {"weight_per_channel": QAT_CONFIG.weight_per_channel,
-                      "range_aware_inputs": QAT_CONFIG.range_aware_inputs,
-                      "merged_batchnorms": True},
-            "stages": {"stage": cfg["stage"], "config": cfg, "best": best, "history": history}}
+    """A stage checkpoint: the student's state and structure (``training.qat.checkpoint``) and the
+    stage's history; ``make export CKPT=`` reads any of them."""
+    structure = Structure(weight_per_channel=QAT_CONFIG.weight_per_channel,
+                          range_aware_inputs=QAT_CONFIG.range_aware_inputs, merged_batchnorms=True,
+                          float_layers=tuple(float_layers))
+    return student_record(model, structure, stages={"stage": cfg["stage"], "config": cfg, "best": best,
+                                                    "history": history})
 
 
 @dataclass
@@ -311,9 +314,9 @@ def train_stage(stage: int, data: Path, out: Path, cfg: dict, weights: Path | No
             if best is None or record["score"] >= best["score"]:
                 best = {"epoch": epoch, "score": record["score"], "val": scores}
                 save_checkpoint(export_record(model, float_layers, cfg, history, best), sdir / "best.pt")
-            save_checkpoint({"model": model.state_dict(), "optimizer": optim.state_dict(),
-                             "scheduler": sched.state_dict(), "epoch": epoch, "history": history, "best": best},
-                            last)
+            save_checkpoint(dict(export_record(model, float_layers, cfg, history, best),
+                                 optimizer=optim.state_dict(), scheduler=sched.state_dict(), epoch=epoch,
+                                 history=history, best=best), last)
             save_text(sdir / "best.json", json.dumps(best, indent=2) + "\n")
         run.barrier()
     if run.main:
