@@ -101,6 +101,14 @@ bench-index: $(STAMP)
 train-all: train-stage1 train-stage2 train-stage3
 	@echo "QAT checkpoint: $(QAT_OUT)/stage3/best.pt  (make export CKPT=$(QAT_OUT)/stage3/best.pt MODELS=...)"
 
+# label-free quantization-aware distillation of the int8 encoder (hours on 2 cores; resumable:
+# rerun to continue); then `make export CKPT=$(DISTILL_OUT)/best.pt`
+DISTILL_OUT ?= $(OUT)/qat-distill
+DISTILL_ARGS ?=
+.PHONY: qat-distill
+qat-distill: $(STAMP) weights
+	$(TORCH_MALLOC) $(PY) -m training.qat.distill --out $(DISTILL_OUT) $(DISTILL_ARGS)
+
 # the short CPU run of the closing note: public data, all three stages, export, held-out scores
 train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 	$(MAKE) train-all CONFIGS=training/configs/cpu-demo QAT_OUT=$(OUT)/qat-demo

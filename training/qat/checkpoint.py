@@ -77,5 +77,18 @@ def rebuild(blob: dict) -> tuple[LiteMedSAM, Structure]:
     """The model a checkpoint holds (eval mode) and its structure."""
     structure = structure_of(blob)
     model = build_structure(structure)
-    load_state(model, blob.get("model", blob))
+    state = blob.get("model", blob)
+    _add_corrected_biases(model, state)
+    load_state(model, state)
     return model.eval(), structure
+
+
+def _add_corrected_biases(model: torch.nn.Module, state: dict) -> None:
+    """Bias correction (``training.ptq.correct_bias``) gives bias-less layers a bias: give the
+    rebuilt layers one where the state has it."""
+    for key in state:
+        if not key.endswith(".bias"):
+            continue
+        owner = model.get_submodule(key[:-len(".bias")])
+        if getattr(owner, "bias", False) is None and hasattr(owner, "weight"):
+            owner.bias = torch.nn.Parameter(torch.zeros(owner.weight.shape[0]))

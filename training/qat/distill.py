@@ -1,0 +1,253 @@
+"""``make qat-distill``: label-free quantization-aware distillation of the int8 image encoder.
+
+The paper's stage 1 with the float LiteMedSAM as its teacher, so no labels are needed: the
+student starts from the post-training recipe (``training.ptq_recipe``: merged BatchNorms,
+per-channel weights, activation equalization, calibrated activation scales, bias
+correction) and learns, through its fake-quantized forward pass, to give the teacher's
+embeddings and, through the frozen float decoder, the teacher's masks, on unlabelled views of
+public images of every modality (``training.qat.distill_data``, teacher outputs cached once).
+The held-out agreement with the float model (``tools.modalities.held_out_sets``, the files
+calibration never sees) is measured every ``--eval-every`` steps and the best step kept.
+
+Resumable: rerun the same command and it continues from ``OUT/last.pt``.  Writes
+``OUT/log.jsonl``, ``OUT/best.pt`` (``make export CKPT=OUT/best.pt``), ``OUT/curves.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from qmedsam.atomic import replacing
+from tools.weights import DEFAULT_PATH, ensure_weights, sha256_of
+from training.qat.checkpoint import Structure, rebuild, student_record
+from training.qat.distill_data import TeacherCache
+
+TRAINABLE = ("scales", "scales+biases", "all")
+
+
+def is_scale(name: str) -> bool:
+    """Quantizer scales and the equalization's scale nodes."""
+    return "scaling_impl" in name or name.endswith(".scale.weight")
+
+
+def select_parameters(encoder: torch.nn.Module, which: str) -> tuple[list, list]:
+    """(weights and biases, scales) that train under ``which``; everything else is frozen."""
+    if which not in TRAINABLE:
+        raise ValueError(f"trainable {which!r} not in {TRAINABLE}")
+    plain, scales = [], []
+    for name, p in encoder.named_parameters():
+        keep = is_scale(name) or which == "all" or (which == "scales+biases" and name.endswith(".bias"))
+        p.requires_grad_(keep)
+        if keep:
+            (scales if is_scale(name) else plain).append(p)
+    return plain, scales
+
+
+def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared error relative to the teacher's energy, per view."""
+    dims = tuple(range(1, student.dim()))
+    return (((student - teacher) ** 2).mean(dims) / (teacher ** 2).mean(dims).clamp_min(1e-12)).mean()
+
+
+def mask_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy against the teacher's probabilities plus soft Dice against its mask."""
+    bce = F.binary_cross_entropy_with_logits(student_logits, torch.sigmoid(teacher_logits))
+    p, t = torch.sigmoid(student_logits).flatten(1), (teacher_logits > 0).float().flatten(1)
+    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+    return bce + dice.mean()
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
+
+
+def ptq_student(weights: Path, n_calib: int, log=print):
+    """The post-training recipe's int8 model (steps 1-4, bias correction on) as the student."""
+    from tools.modalities import calibration_set
+    from training.ptq import _tensors, correct_bias
+    from training.ptq_recipe import BIAS_SLICES, quantized_model
+
+    images = _tensors(calibration_set(n_calib))
+    log(f"student: post-training recipe on {len(images)} calibration slices")
+    model = quantized_model(weights, images)
+    correct_bias(model.image_encoder, [(x,) for x in images[:BIAS_SLICES]])
+    return model.eval()
+
+
+class Agreement:
+    """The held-out agreement of an encoder with the float model (per modality, mask Dice)."""
+
+    def __init__(self, fmodel, pairs: dict | None = None):
+        from tools.modalities import held_out_sets
+        from training.ptq import make_eval_set
+
+        self.fdec = fmodel.decoder()
+        self.sets = {m: make_eval_set(fmodel, p) for m, p in (pairs or held_out_sets()).items()}
+
+    def __call__(self, encoder) -> dict:
+        from training.ptq import agreement_by_modality
+
+        encoder.eval()
+        return agreement_by_modality(encoder, self.fdec, self.sets)
+
+
+def save(blob: dict, path: Path) -> None:
+    with replacing(path) as tmp:
+        torch.save(blob, tmp)
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int = 300
+    views: int = 320              # cached unlabelled views
+    batch: int = 2
+    lr: float = 2e-5              # Adam, weights and biases
+    scale_lr: float = 5e-5        # Adam, quantizer and equalization scales
+    trainable: str = "all"
+    mask_weight: float = 1.0
+    eval_every: int = 50
+    calib: int = 48               # calibration slices of the post-training starting point
+    seed: int = 0
+
+
+def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict | None = None,
+            log=print) -> dict:
+    """Run (or resume) the distillation; returns the best record.  ``held_out``: (image, boxes)
+    pairs per modality to measure agreement on (default ``tools.modalities.held_out_sets``)."""
+    from training.model.lite_medsam import build_lite_medsam
+    from training.qat.student import keep_batchnorm_statistics
+
+    torch.manual_seed(s.seed)
+    weights = ensure_weights(weights or DEFAULT_PATH)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = asdict(s)
+    steps, views, batch, seed = s.steps, s.views, s.batch, s.seed
+    fmodel = build_lite_medsam(weights)
+    cache = TeacherCache(out / "teacher-cache", views)
+    if cache.done(seed) < views:
+        from tools.modalities import calibration_set
+
+        cache.build([img for _, img in calibration_set(10 ** 6)], fmodel, seed, log)
+    last, init = out / "last.pt", out / "init.pt"
+    if last.is_file():
+        blob = torch.load(str(last), map_location="cpu", weights_only=False)
+        log(f"resuming at step {blob['step']} from {last}")
+    elif init.is_file():
+        blob = torch.load(str(init), map_location="cpu", weights_only=False)
+    else:
+        model = ptq_student(weights, s.calib, log)
+        blob = student_record(model, Structure(equalized=True), step=0)
+        save(blob, init)
+    model, structure = rebuild(blob)
+    encoder = model.image_encoder
+    plain, scales = select_parameters(encoder, s.trainable)
+    groups = [g for g in ({"params": plain, "lr": s.lr}, {"params": scales, "lr": s.scale_lr})
+              if g["params"]]
+    opt = torch.optim.Adam(groups)
+    base = [g["lr"] for g in opt.param_groups]
+    if "optimizer" in blob:
+        opt.load_state_dict(blob["optimizer"])
+    start, history = blob.get("step", 0), blob.get("history", [])
+    best = blob.get("best")
+    agreement = Agreement(fmodel, held_out)
+    fdec = fmodel.decoder()
+    fdec.requires_grad_(False)
+    if best is None:
+        scores = agreement(encoder)
+        best = {"step": 0, "held_out": scores}
+        history.append({"step": 0, "held_out": scores})
+        log(f"step 0: held-out mask Dice {_summary(scores)}")
+    logf = open(out / "log.jsonl", "a")
+    rng = np.random.default_rng([seed, start])
+    warmup = max(1, steps // 20)
+    t0 = time.time()
+    for step in range(start, steps):
+        for g, b in zip(opt.param_groups, base):
+            g["lr"] = b * lr_factor(step, steps, warmup)
+        encoder.train()
+        keep_batchnorm_statistics(encoder)
+        data = cache.batch(rng.choice(views, size=batch, replace=False))
+        emb = encoder(data["images"])
+        e_loss = embedding_loss(emb, data["embeddings"])
+        m_loss = torch.zeros(())
+        if s.mask_weight > 0:
+            logits = torch.cat([fdec(emb[i:i + 1], data["boxes"][i]) for i in range(batch)])
+            m_loss = mask_loss(logits, data["logits"].flatten(0, 1))
+        loss = e_loss + s.mask_weight * m_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        opt.step()
+        row = {"step": step + 1, "loss": float(loss), "embedding": float(e_loss), "mask": float(m_loss),
+               "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
+        logf.write(json.dumps(row) + "\n")
+        logf.flush()
+        if (step + 1) % 10 == 0:
+            rate = (time.time() - t0) / (step + 1 - start)
+            log(f"step {step + 1}/{steps}: loss {row['loss']:.4f} (embedding {row['embedding']:.4f}, "
+                f"mask {row['mask']:.4f}), {rate:.1f} s/step, {rate * (steps - step - 1) / 60:.0f} min left")
+        if (step + 1) % s.eval_every == 0 or step + 1 == steps:
+            scores = agreement(encoder)
+            history.append({"step": step + 1, "held_out": scores})
+            logf.write(json.dumps(history[-1]) + "\n")
+            logf.flush()
+            improved = scores["mean"]["mask_dice"] > best["held_out"]["mean"]["mask_dice"]
+            log(f"step {step + 1}: held-out mask Dice {_summary(scores)}{' (best)' if improved else ''}")
+            if improved:
+                best = {"step": step + 1, "held_out": scores}
+            record = _distillation_record(settings, history, best, weights)
+            if improved:
+                save(student_record(model, structure, distillation=record), out / "best.pt")
+            save(student_record(model, structure, distillation=record, step=step + 1, history=history,
+                                best=best, optimizer=opt.state_dict()), last)
+    logf.close()
+    if not (out / "best.pt").is_file():          # nothing beat the starting point: keep it
+        save(student_record(rebuild(blob)[0], structure,
+                            distillation=_distillation_record(settings, history, best, weights)), out / "best.pt")
+    from training.qat.distill_curves import plot
+
+    plot(out)
+    return best
+
+
+def _summary(scores: dict) -> str:
+    return " ".join(f"{m} {r['mask_dice']:.4f}" for m, r in scores.items())
+
+
+def _distillation_record(settings, history, best, weights) -> dict:
+    return {"method": "label-free quantization-aware distillation of the image encoder (make qat-distill): "
+                      "student from the post-training recipe, float LiteMedSAM teacher, relative embedding "
+                      "MSE + mask BCE/Dice through the frozen float decoder, unlabelled public views",
+            "settings": settings, "teacher": {"path": weights.name, "sha256": sha256_of(weights)},
+            "best_step": best["step"], "held_out_before": history[0]["held_out"],
+            "held_out_best": best["held_out"], "history": [{"step": h["step"], "mean_mask_dice":
+                                                             h["held_out"]["mean"]["mask_dice"]} for h in history]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("out/qat-distill"))
+    for f in fields(Settings):
+        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                        **({"choices": TRAINABLE} if f.name == "trainable" else {}))
+    ap.add_argument("--weights", type=Path, default=None)
+    args = ap.parse_args(argv)
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    best = distill(args.out, settings, args.weights, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"best step {best['step']}: held-out mask Dice {_summary(best['held_out'])} -> {args.out / 'best.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
