@@ -46,8 +46,7 @@ WORKDIR /workspace
 COPY predict.sh ./
 # Only the runtime package (src/qmedsam: what predict.sh runs); its models are its package data.
 COPY src/qmedsam/ ./src/qmedsam/
-COPY models/encoder.xml models/encoder.bin models/encoder_float.xml models/encoder_float.bin \
-     models/decoder_image.xml models/decoder_image.bin \
-     models/decoder_boxes.xml models/decoder_boxes.bin models/manifest.json ./src/qmedsam/models/
+# The runtime's models folder, copied whole (its reference/ subfolder is not in the build context).
+COPY models/ ./src/qmedsam/models/
 USER 1000
 CMD ["/bin/bash", "-c", "sh predict.sh"]

@@ -6,8 +6,8 @@ leftovers in f32; see :mod:`benchmarks.cpu`), each in a fresh process.
 * encoder: ms per slice, medians of interleaved runs;
 * decoder: ms per box for 1, 16, 64 and 241 boxes on one real image, decoded as the runtime does
   (blocks of at most 16; the factored decoder's per-image work included), the runtime's factored
-  decoder against the plain decoder as committed before it (int8, ``models/decoder.xml``) and the
-  plain float decoder (``models/fp32/decoder.xml``);
+  decoder against the plain decoder as committed before it (int8, ``models/reference/decoder.xml``) and the
+  plain float decoder (``models/fp32/reference/decoder.xml``);
 * the factored decoder's masks against the plain float decoder's on real slices;
 * (default setting) mask agreement int8 vs FP32 end to end on the bundled sample cases, and
   per modality on the held-out public images of ``tools.modalities`` (CT, MR, ultrasound,
@@ -26,6 +26,7 @@ from benchmarks.cpu import SETTINGS, describe, run_setting, settings, settings_n
 from qmedsam.cases import box_xy, load_case
 from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
 from qmedsam.engine import Engine
+from qmedsam.model_spec import DECODER_PLAIN
 from qmedsam.model_dir import has_graph
 from qmedsam.memory import MAX_BLOCK
 from qmedsam.plan3d import middle_slice
@@ -121,12 +122,12 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
             enc[k].append(1000 * _seconds(lambda: e.encode(image)))
 
     emb, boxes = real_inputs(samples, encoders["fp32"])
-    plain_fp32 = PlainDecoder(models / "fp32" / "decoder.xml", "f32")
-    decoders = {"committed int8 decoder (plain)": PlainDecoder(models / "decoder.xml", runtime),
+    plain_fp32 = PlainDecoder(path_of(models / "fp32", DECODER_PLAIN), "f32")
+    decoders = {"committed int8 decoder (plain)": PlainDecoder(path_of(models, DECODER_PLAIN), runtime),
                 "plain fp32 decoder": plain_fp32,
                 "factored decoder (runtime)": encoders["int8"]}
     if not f32:
-        decoders["committed int8 decoder, f32 leftovers"] = PlainDecoder(models / "decoder.xml", "f32")
+        decoders["committed int8 decoder, f32 leftovers"] = PlainDecoder(path_of(models, DECODER_PLAIN), "f32")
         decoders["factored decoder, f32"] = encoders["int8 (f32 leftovers)"]
     dec = {k: {} for k in decoders}
     for n in BOX_COUNTS:

@@ -24,6 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from benchmarks.bench_predict import large_case  # noqa: E402
+from qmedsam.model_spec import shipped_files  # noqa: E402
 from qmedsam_eval.timing import time_cases  # noqa: E402
 
 
@@ -139,9 +140,7 @@ def main(argv=None) -> int:
         listing = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",
                              "ls /workspace/src; ls /workspace/src/qmedsam/models", capture=True, check=False)
         check("the image holds the runtime package and its models only",
-              listing.stdout.split() == ["qmedsam", "decoder_boxes.bin", "decoder_boxes.xml", "decoder_image.bin",
-                                         "decoder_image.xml", "encoder.bin", "encoder.xml", "encoder_float.bin",
-                                         "encoder_float.xml", "manifest.json"],
+              listing.stdout.split() == ["qmedsam", *shipped_files()],
               " ".join(listing.stdout.split()))
         runtime = sorted(p.name for p in (ROOT / "src" / "qmedsam").glob("*.py"))
         shipped = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",

@@ -62,7 +62,10 @@ def quick_int8(weights, tmp_path_factory, ct_case):
 @pytest.fixture(scope="session")
 def fp32_dir(float_model, tmp_path_factory):
     """Float IR: the repo's models/fp32 when exported, else a fresh export."""
-    if all((MODELS / "fp32" / f"{g}.xml").exists() for g in ("encoder", "decoder", "decoder_image", "decoder_boxes")):
+    from qmedsam.model_spec import DECODER_PLAIN, REQUIRED
+    from training.export import path_of
+
+    if all(path_of(MODELS / "fp32", g).exists() for g in (*REQUIRED, DECODER_PLAIN)):
         return MODELS / "fp32"
     from training.export import export_float
 

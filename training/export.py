@@ -24,25 +24,28 @@ import onnx
 import openvino as ov
 import torch
 
-from qmedsam.encoder_choice import FLOAT_ENCODER
-from qmedsam.engine import DECODER_BOXES_IO, DECODER_IMAGE_IO, ENCODER_IO
+from qmedsam.model_spec import (DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, ENCODER_FLOAT, MANIFEST,
+                                 REFERENCE_FOLDER, SHIPPED, GraphSpec, contract)
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
 from training.onnx_fold import fold_constant_clips, untie_dequant_constants
 from tools.weights import DEFAULT_PATH, ensure_weights, sha256_of
 
 
-def _names(io):
-    """The runtime's tensor names (``qmedsam.engine``), as the lists ``torch.onnx.export`` takes."""
-    return tuple(list(names) for names in io)
+def _batch_axes(spec: GraphSpec) -> dict:
+    """Dynamic box-batch axes of a decoder graph: its ``boxes`` input and every output."""
+    return {name: {0: "B"} for name in ("boxes", *spec.outputs)}
 
 
-ENC_IO = _names(ENCODER_IO)
-DEC_IO = (["image_embedding", "boxes"], ["low_res_masks"])      # the plain decoder: a reference, not run
-DEC_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}}
-DEC_BOXES_DYNAMIC = {"boxes": {0: "B"}, "low_res_masks": {0: "B"}, "iou_predictions": {0: "B"}}
-GRAPHS = ("encoder", "decoder", "decoder_image", "decoder_boxes", FLOAT_ENCODER)
+GRAPHS = (*SHIPPED, DECODER_PLAIN)
 OPSET = 17
+
+
+def path_of(folder: Path, spec: GraphSpec, ext: str = "xml") -> Path:
+    """Where a graph's file goes in a models folder: the runtime's graphs at its top, the ONNX
+    files and the plain decoder in its reference folder (``qmedsam.model_spec``)."""
+    ref = ext == "onnx" or spec is DECODER_PLAIN
+    return (folder / REFERENCE_FOLDER if ref else folder) / f"{spec.name}.{ext}"
 
 
 def example_inputs():
@@ -54,21 +57,20 @@ def example_inputs():
 
 
 def graphs(model: LiteMedSAM):
-    """(name, module, example args, (input names, output names), dynamic axes) of each artifact."""
+    """(spec, module, example args, dynamic axes) of each quantized artifact."""
     image, emb, boxes = example_inputs()
-    return (("encoder", model.image_encoder, (image,), ENC_IO, None),
-            ("decoder", model.decoder(), (emb, boxes), DEC_IO, DEC_DYNAMIC))
+    return ((ENCODER, model.image_encoder, (image,), None),
+            (DECODER_PLAIN, model.decoder(), (emb, boxes), _batch_axes(DECODER_PLAIN)))
 
 
 def factored_graphs(fmodel: LiteMedSAM):
-    """The runtime's decoder graphs, (name, module, args, io, dynamic axes) as :func:`graphs`."""
+    """The runtime's decoder graphs, (spec, module, args, dynamic axes) as :func:`graphs`."""
     _, emb, boxes = example_inputs()
     image_state = DecoderImageState(fmodel).eval()
     with torch.no_grad():
         state = image_state(emb)
-    return (("decoder_image", image_state, (emb,), _names(DECODER_IMAGE_IO), None),
-            ("decoder_boxes", DecoderBoxes(fmodel).eval(), (*state, boxes), _names(DECODER_BOXES_IO),
-             DEC_BOXES_DYNAMIC))
+    return ((DECODER_IMAGE, image_state, (emb,), None),
+            (DECODER_BOXES, DecoderBoxes(fmodel).eval(), (*state, boxes), _batch_axes(DECODER_BOXES)))
 
 
 def float_copy(model: LiteMedSAM) -> LiteMedSAM:
@@ -96,15 +98,17 @@ def export_float(model: LiteMedSAM, out: Path, entries=None, keep_onnx: bool = T
                  fp16_weights: bool = False) -> dict[str, Path]:
     """Float ONNX + IR of ``entries`` (default: every graph of the float ``model``); without
     ``keep_onnx`` the ONNX files are an intermediate step only (the IR is what runs)."""
-    out.mkdir(parents=True, exist_ok=True)
     paths = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, module, args, io, dyn in entries or (*graphs(model), *factored_graphs(model)):
-            onnx_path = (out if keep_onnx else Path(tmp)) / f"{name}.onnx"
-            torch.onnx.export(module.eval(), args, str(onnx_path), input_names=io[0], output_names=io[1],
-                              dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
-            onnx_to_ir(onnx_path, out / f"{name}.xml", fp16_weights)
-            paths[name] = out / f"{name}.xml"
+        for spec, module, args, dyn in entries or (*graphs(model), *factored_graphs(model)):
+            onnx_path = path_of(out, spec, "onnx") if keep_onnx else Path(tmp) / f"{spec.name}.onnx"
+            xml = path_of(out, spec)
+            for folder in {onnx_path.parent, xml.parent}:
+                folder.mkdir(parents=True, exist_ok=True)
+            torch.onnx.export(module.eval(), args, str(onnx_path), input_names=list(spec.inputs),
+                              output_names=list(spec.outputs), dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+            onnx_to_ir(onnx_path, xml, fp16_weights)
+            paths[spec.name] = xml
     return paths
 
 
@@ -113,17 +117,17 @@ def export_quant(model: LiteMedSAM, out: Path, float_source: LiteMedSAM | None =
     ``float_source`` (default: the model's own weights); returns folded clips per graph."""
     from brevitas.export import export_onnx_qcdq
 
-    out.mkdir(parents=True, exist_ok=True)
+    (out / REFERENCE_FOLDER).mkdir(parents=True, exist_ok=True)
     folded = {}
-    for name, module, args, io, dyn in graphs(model):
-        onnx_path = out / f"{name}.onnx"
-        export_onnx_qcdq(module.eval(), args=args, export_path=str(onnx_path), input_names=io[0],
-                         output_names=io[1], dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+    for spec, module, args, dyn in graphs(model):
+        onnx_path = path_of(out, spec, "onnx")
+        export_onnx_qcdq(module.eval(), args=args, export_path=str(onnx_path), input_names=list(spec.inputs),
+                         output_names=list(spec.outputs), dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
         proto = onnx.load(str(onnx_path))
-        folded[name] = fold_constant_clips(proto)
+        folded[spec.name] = fold_constant_clips(proto)
         untie_dequant_constants(proto)
         onnx.save(proto, str(onnx_path))
-        onnx_to_ir(onnx_path, out / f"{name}.xml")
+        onnx_to_ir(onnx_path, path_of(out, spec))
     # The runtime's float decoder graphs beside the int8 ones: their IR is what runs (the ONNX
     # would only add size), with f16-stored weights (13 MB less in the image; masks vs the plain
     # float decoder: mean Dice 0.9999 in f32 on real slices; bf16 rounds them more anyway).
@@ -136,9 +140,9 @@ def export_float_encoder(pretrained: LiteMedSAM, out: Path) -> dict:
     the pretrained float weights, stored as f16 (f32 at run time), beside the int8 models.
     Returns its manifest record."""
     image, _, _ = example_inputs()
-    export_float(pretrained, out, [(FLOAT_ENCODER, pretrained.image_encoder, (image,), ENC_IO, None)],
+    export_float(pretrained, out, [(ENCODER_FLOAT, pretrained.image_encoder, (image,), None)],
                  keep_onnx=False, fp16_weights=True)
-    return {"graph": FLOAT_ENCODER, "precision": "float", "weights": "the pretrained float weights",
+    return {"graph": ENCODER_FLOAT.name, "precision": "float", "weights": "the pretrained float weights",
             "weights_stored_as": "f16 (f32 at run time)",
             "when": "--precision auto on CPUs without AVX-512, VNNI or AMX (qmedsam/encoder_choice.py)"}
 
@@ -147,10 +151,10 @@ def add_float_encoder(models: Path, weights: Path) -> None:
     """Export the float encoder into an int8 models folder and record it in its manifest (part of
     ``make export``; also usable on its own for a folder exported before it existed)."""
     record = export_float_encoder(build_lite_medsam(weights), models)
-    _update_manifest(models, [FLOAT_ENCODER], float_encoder=record)
+    _update_manifest(models, [ENCODER_FLOAT], float_encoder=record)
 
 
-RUNTIME_DECODER = ("decoder_image", "decoder_boxes")
+RUNTIME_DECODER = (DECODER_IMAGE, DECODER_BOXES)
 PRETRAINED_FLOAT = "the pretrained float weights"
 
 
@@ -160,7 +164,7 @@ def refresh_runtime_decoder(models: Path, weights: Path) -> None:
     the int8 graphs stay byte-identical.  ``make export-decoder``: a change to
     ``training/model/factored_decoder.py`` without the PTQ's minutes; ``make export`` writes the
     same graphs (:func:`export_quant`)."""
-    record = json.loads((models / "manifest.json").read_text()).get("runtime_decoder", {})
+    record = json.loads((models / MANIFEST).read_text()).get("runtime_decoder", {})
     if record.get("weights") != PRETRAINED_FLOAT:
         raise SystemExit(f"{models}: its decoder graphs come from {record.get('weights') or 'unrecorded weights'}, "
                          f"not {PRETRAINED_FLOAT}: run `make export` (with CKPT= for a QAT checkpoint)")
@@ -173,15 +177,16 @@ def refresh_runtime_decoder(models: Path, weights: Path) -> None:
 def _update_manifest(models: Path, graphs, **entries) -> None:
     """Record new ``graphs`` (their .xml/.bin hashes) and top-level ``entries`` in the folder's
     manifest, keeping the rest of it."""
-    manifest = json.loads((models / "manifest.json").read_text())
-    manifest.update(entries)
-    manifest["files"].update(_file_records(models, [f"{g}.{ext}" for g in graphs for ext in ("xml", "bin")]))
-    (models / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest = json.loads((models / MANIFEST).read_text())
+    manifest.update(entries, contract=contract())
+    manifest["files"].update(_file_records(models, [path_of(models, g, ext) for g in graphs for ext in ("xml", "bin")]))
+    (models / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def _file_records(folder: Path, names) -> dict:
-    return {n: {"sha256": sha256_of(folder / n), "bytes": (folder / n).stat().st_size}
-            for n in names if (folder / n).exists()}
+def _file_records(folder: Path, paths) -> dict:
+    """sha256 and size of each existing file, by its path relative to ``folder``."""
+    return {p.relative_to(folder).as_posix(): {"sha256": sha256_of(p), "bytes": p.stat().st_size}
+            for p in paths if p.exists()}
 
 
 def _libraries() -> dict:
@@ -193,10 +198,10 @@ def _libraries() -> dict:
 
 
 def write_manifest(folder: Path, record: dict) -> None:
-    names = [f"{g}.{ext}" for g in GRAPHS for ext in ("xml", "bin", "onnx")]
-    record = dict(record, files=_file_records(folder, names), libraries=_libraries(),
+    paths = [path_of(folder, g, ext) for g in GRAPHS for ext in ("xml", "bin", "onnx")]
+    record = dict(record, contract=contract(), files=_file_records(folder, paths), libraries=_libraries(),
                   created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    (folder / "manifest.json").write_text(json.dumps(record, indent=2) + "\n")
+    (folder / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def build_from_qat(ckpt: Path) -> tuple[LiteMedSAM, dict]:
@@ -245,7 +250,7 @@ def main(argv=None) -> None:
         float_source, float_from = build_lite_medsam(weights), PRETRAINED_FLOAT
     folded = export_quant(model, args.models, float_source)
     record["runtime_decoder"] = {
-        "graphs": list(RUNTIME_DECODER), "precision": "float", "weights": float_from,
+        "graphs": [g.name for g in RUNTIME_DECODER], "precision": "float", "weights": float_from,
         "what": "the mask decoder factored into per-image and per-box work "
                 "(training/model/factored_decoder.py); equals the plain float decoder up to rounding",
         "weights_stored_as": "f16 (f32 at run time)",

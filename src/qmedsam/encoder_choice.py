@@ -21,8 +21,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-INT8_ENCODER = "encoder"
-FLOAT_ENCODER = "encoder_float"
+from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+
+INT8_ENCODER = ENCODER.name
+FLOAT_ENCODER = ENCODER_FLOAT.name
 PRECISIONS = ("auto", "int8", "fp32")
 # Flags under which the int8 encoder was measured faster than the float one.
 FAST_INT8_FLAGS = ("avx512f", "avx512_vnni", "avx_vnni", "amx_int8")

@@ -2,9 +2,8 @@
 
 The decoder runs as two graphs: ``decoder_image`` once per image (the work every box of
 it shares) and ``decoder_boxes`` per block of boxes; see
-``training/model/factored_decoder.py``.  Inputs and outputs are bound by the tensor names
-``make export`` gives the graphs (the ``*_IO`` constants; ``training/export.py`` imports
-them from here).
+``training/model/factored_decoder.py``.  Graph files and tensor names come from the model
+contract (:mod:`qmedsam.model_spec`), which ``make export`` writes by.
 """
 from __future__ import annotations
 
@@ -14,16 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-ENCODER_IO = (("image",), ("image_embedding",))
-# The per-image decoder state: one tensor per part (training/model/factored_decoder.py), handed
-# from the per-image graph to the per-box graph without a copy.
-DECODER_STATE = tuple(f"state_{p}" for p in ("k1", "q1", "v1", "g0", "kb2", "vb2", "qb2", "h1", "w2",
-                                              "kb3", "vb3", "tb", "cols"))
-DECODER_IMAGE_IO = (("image_embedding",), DECODER_STATE)
-DECODER_BOXES_IO = ((*DECODER_STATE, "boxes"), ("low_res_masks", "iou_predictions"))
-GRAPHS = ("encoder", "decoder_image", "decoder_boxes")                 # what the runtime loads
-# The encoder graph may come from another file of the folder: ``encoder_float`` (see
-# :mod:`qmedsam.encoder_choice`); it has the same inputs and outputs.
+from qmedsam.model_spec import DECODER_BOXES, DECODER_IMAGE, DECODER_STATE, ENCODER, ENCODERS, GraphSpec
+
+GRAPHS = (ENCODER, DECODER_IMAGE, DECODER_BOXES)          # what the runtime loads, by role
 FLOAT_OPS = ("auto", "f32", "bf16")
 
 
@@ -31,14 +23,23 @@ class EngineError(RuntimeError):
     """The models cannot be loaded or compiled; the message is one line."""
 
 
-def float_ops_for(precision: str, requested: str = "auto") -> str:
+# oneDNN ISA caps without native bf16 arithmetic.  Under them OpenVINO's own choice still picks
+# bf16 (the CPU reports it) and then emulates it: 29 s instead of 2 s for a 125-box case.
+NO_BF16_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def float_ops_for(precision: str, requested: str = "auto", isa_cap: str | None = None) -> str:
     """Precision of the operations the models leave in float.
 
-    ``auto`` lets OpenVINO choose for int8 models (bf16 on CPUs with native bf16, else f32)
-    but keeps the float models in f32, so that 'fp32' means f32 arithmetic."""
+    ``auto`` lets OpenVINO choose for int8 models (bf16 on CPUs with native bf16, else f32), but
+    keeps the float models in f32, so that 'fp32' means f32 arithmetic, and takes f32 where the
+    oneDNN ISA cap (``ONEDNN_MAX_CPU_ISA``, or ``isa_cap``) leaves no bf16 instructions."""
     if requested not in FLOAT_OPS:
         raise ValueError(f"float ops {requested!r} not in {FLOAT_OPS}")
-    return "f32" if precision == "fp32" and requested == "auto" else requested
+    if requested != "auto":
+        return requested
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap
+    return "f32" if precision == "fp32" or cap.strip().upper() in NO_BF16_CAPS else "auto"
 
 
 def cache_problem(path: Path) -> str | None:
@@ -53,12 +54,12 @@ def cache_problem(path: Path) -> str | None:
         return e.strerror or str(e)
 
 
-def _check_names(model, kind: str, io: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
+def _check_names(model, spec: GraphSpec) -> None:
     have = ({n for p in model.inputs for n in p.get_names()}, {n for p in model.outputs for n in p.get_names()})
-    for side, want, got in (("input", io[0], have[0]), ("output", io[1], have[1])):
+    for side, want, got in (("input", spec.inputs, have[0]), ("output", spec.outputs, have[1])):
         missing = [n for n in want if n not in got]
         if missing:
-            raise EngineError(f"{kind} model has no {side} named {', '.join(missing)} "
+            raise EngineError(f"{spec.name} model has no {side} named {', '.join(missing)} "
                               f"(has {', '.join(sorted(got)) or 'none'}): re-export it with `make export`")
 
 
@@ -74,7 +75,7 @@ class Engine:
     low_res_masks (B,1,256,256) (and iou_predictions (B,1))."""
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None, threads: int = 0,
-                 hint: str = "LATENCY", float_precision: str = "auto", encoder: str = "encoder"):
+                 hint: str = "LATENCY", float_precision: str = "auto", encoder: str = ENCODER.name):
         """``float_precision``: 'auto' (OpenVINO's choice for the CPU, what the predictor ships
         with for int8), 'f32' or 'bf16', for the operations left in float; see
         :func:`float_ops_for`.  ``cache_dir`` must be usable (:func:`cache_problem`) or None.
@@ -96,32 +97,32 @@ class Engine:
             # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the
             # three graphs load side by side (OpenVINO releases the GIL while it loads).
             with ThreadPoolExecutor(len(GRAPHS)) as pool:
-                files = dict(zip(GRAPHS, (encoder, *GRAPHS[1:])))
-                jobs = {name: pool.submit(core.compile_model, str(model_dir / f"{files[name]}.xml"), "CPU", config)
-                        for name in GRAPHS}
-                compiled = {name: job.result() for name, job in jobs.items()}
+                specs = {g.name: ENCODERS[encoder] if g is ENCODER else g for g in GRAPHS}
+                jobs = {role: pool.submit(core.compile_model, str(model_dir / spec.files[0]), "CPU", config)
+                        for role, spec in specs.items()}
+                compiled = {role: job.result() for role, job in jobs.items()}
         except RuntimeError as e:
             first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
             raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
-        for name, io in zip(GRAPHS, (ENCODER_IO, DECODER_IMAGE_IO, DECODER_BOXES_IO)):
-            _check_names(compiled[name], name, io)
+        for role, spec in specs.items():
+            _check_names(compiled[role], spec)
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
         self._compiled = compiled
-        self._enc = [compiled["encoder"].create_infer_request() for _ in range(2)]
-        self._image = compiled["decoder_image"].create_infer_request()
-        self._boxes = compiled["decoder_boxes"].create_infer_request()
+        self._enc = [compiled[ENCODER.name].create_infer_request() for _ in range(2)]
+        self._image = compiled[DECODER_IMAGE.name].create_infer_request()
+        self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
         self._next = 0
 
     def start_encode(self, tensor: np.ndarray):
         """Start encoding asynchronously; returns a handle for :meth:`finish_encode`."""
         req = self._enc[self._next]
         self._next ^= 1
-        req.start_async({ENCODER_IO[0][0]: tensor})
+        req.start_async({ENCODER.inputs[0]: tensor})
         return req
 
     def finish_encode(self, handle) -> np.ndarray:
         handle.wait()
-        return handle.get_tensor(ENCODER_IO[1][0]).data.copy()
+        return handle.get_tensor(ENCODER.outputs[0]).data.copy()
 
     def encode(self, tensor: np.ndarray) -> np.ndarray:
         return self.finish_encode(self.start_encode(tensor))
@@ -135,16 +136,16 @@ class Engine:
     def prepare(self, embedding: np.ndarray) -> None:
         """The per-image decoder work for ``embedding``; :meth:`decode` then runs against it (until
         the next ``prepare``).  The state stays in OpenVINO's tensor: no copy."""
-        self._image.infer({DECODER_IMAGE_IO[0][0]: embedding})
+        self._image.infer({DECODER_IMAGE.inputs[0]: embedding})
         for name in DECODER_STATE:
             self._boxes.set_tensor(name, self._image.get_tensor(name))
 
     def decode(self, boxes: np.ndarray, with_iou: bool = False):
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space, on the prepared image;
         with ``with_iou`` also the decoder's IoU prediction per box (B,)."""
-        self._boxes.set_tensor(DECODER_BOXES_IO[0][-1], _tensor(np.ascontiguousarray(boxes, dtype=np.float32)))
+        self._boxes.set_tensor(DECODER_BOXES.inputs[-1], _tensor(np.ascontiguousarray(boxes, dtype=np.float32)))
         self._boxes.infer()
-        logits = self._boxes.get_tensor(DECODER_BOXES_IO[1][0]).data.copy()
+        logits = self._boxes.get_tensor(DECODER_BOXES.outputs[0]).data.copy()
         if not with_iou:
             return logits
-        return logits, self._boxes.get_tensor(DECODER_BOXES_IO[1][1]).data[:, 0].copy()
+        return logits, self._boxes.get_tensor(DECODER_BOXES.outputs[1]).data[:, 0].copy()

@@ -167,19 +167,20 @@ def start(args):
     if not cases:
         return cases, None
     cache = _cache_dir(args)
+    float_ops = float_ops_for(args.precision, args.float_ops)
     t = time.perf_counter()
 
     def build():
         from qmedsam.engine import Engine
 
         return Engine(models, cache, threads=args.threads, hint=args.hint,
-                      float_precision=float_ops_for(args.precision, args.float_ops), encoder=encoder)
+                      float_precision=float_ops, encoder=encoder)
 
     def report(engine):
         if args.verbose:
             _say(f"models ready {time.perf_counter() - t:.2f} s after start-up checks "
                  f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'}); "
-                 f"encoder {why}")
+                 f"encoder {why}; float leftovers: {float_ops}")
 
     return cases, _EngineWhenReady(build, report)
 

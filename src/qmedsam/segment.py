@@ -9,6 +9,7 @@ import numpy as np
 from qmedsam.cases import Case, box_xy
 from qmedsam.embedding_store import EmbeddingStore
 from qmedsam.masks import confidence_map, paste_mask, positive_bounds
+from qmedsam.model_spec import DECODER_IMAGE, ENCODER
 from qmedsam.plan3d import fixed_plan, propagation_plan
 from qmedsam.preprocess import (MODEL_SIZE, Geometry, boxes_to_canvas, boxes_to_model, canvas_to_tensor,
                                 image_to_tensor)
@@ -78,7 +79,7 @@ def _decoded(engine, emb, boxes, opts, stats, last):
     once; with ``last`` its scratch memory is freed right after."""
     engine.prepare(emb)
     if last:
-        engine.release("decoder_image")
+        engine.release(DECODER_IMAGE.name)
     for s in range(0, len(boxes), opts.max_boxes):
         logits = engine.decode(boxes[s:s + opts.max_boxes])
         stats.decoder_calls += 1
@@ -101,14 +102,14 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         emb = engine.encode(tensor)
         stats.note_encoded(0)
         if not canvases:
-            engine.release("encoder")
+            engine.release(ENCODER.name)
         _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, best, geo, opts,
                           stats, last=not canvases)
     tensors = [lambda k=k: canvas_to_tensor(case.image, canvases[k]) for k in range(len(canvases))]
     for k, emb in _encoded(engine, tensors, opts.overlap):
         last = k == len(canvases) - 1
         if last:
-            engine.release("encoder")
+            engine.release(ENCODER.name)
         stats.crops_encoded += 1
         stats.note_embedding()
         _decode_canvas(engine, emb, canvases[k], case.boxes, seg, best, opts, stats, last)

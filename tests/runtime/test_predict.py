@@ -264,6 +264,10 @@ def test_engine_defaults_to_the_numerics_the_predictor_ships():
 
     assert inspect.signature(Engine).parameters["float_precision"].default == float_ops_for("int8") == "auto"
     assert float_ops_for("fp32") == "f32" and float_ops_for("fp32", "bf16") == "bf16"
+    # an ISA cap without bf16 (the organiser-like setting): auto follows it instead of emulating bf16
+    assert float_ops_for("int8", isa_cap="AVX512_CORE") == float_ops_for("auto", isa_cap="avx2") == "f32"
+    assert float_ops_for("int8", isa_cap="AVX512_CORE_BF16") == float_ops_for("int8", isa_cap="") == "auto"
+    assert float_ops_for("int8", "bf16", isa_cap="AVX512_CORE") == "bf16"
 
 
 def _run_predict_sh(inputs, out, *extra):
@@ -353,3 +357,22 @@ def test_freed_scratch_memory_keeps_outputs_and_engine_usable(engine):
     np.testing.assert_array_equal(engine.encode(x), emb)
     engine.prepare(emb)
     np.testing.assert_array_equal(engine.decode(boxes), ref)
+
+
+def test_a_models_folder_of_another_contract_is_refused(tmp_path):
+    """The manifest records the model contract; a folder exported for other graph or tensor names
+    stops the run at start-up with one line instead of failing inside OpenVINO."""
+    import json
+
+    from qmedsam.engine import EngineError
+    from qmedsam.model_dir import MODEL_FILES, model_dir
+    from qmedsam.model_spec import MANIFEST, contract
+
+    for f in MODEL_FILES:
+        shutil.copy(MODELS / f, tmp_path / f)
+    manifest = json.loads((MODELS / MANIFEST).read_text())
+    assert manifest["contract"] == contract()          # the committed models follow this runtime's
+    manifest["contract"]["decoder_state"] = manifest["contract"]["decoder_state"][:-1]
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match="another model contract"):
+        model_dir(tmp_path, "int8")

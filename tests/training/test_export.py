@@ -11,7 +11,9 @@ from conftest import dice, manifest_float_layers
 from ov_precisions import INT8, precision_table, runtime_ops
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from qmedsam.encoder_choice import cpu_flags, int8_pays
+from qmedsam.model_spec import DECODER_PLAIN, ENCODER, REFERENCE_FOLDER
 from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
+from training.export import path_of
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 # Tolerances. OpenVINO runs the same int8 arithmetic as Brevitas simulates, but sums in
@@ -42,7 +44,7 @@ def test_brevitas_and_openvino_agree_on_real_inputs(quick_int8, ct_case):
     model, out = quick_int8
     core = ov.Core()
     enc = core.compile_model(str(out / "encoder.xml"), "CPU", F32)
-    dec = core.compile_model(str(out / "decoder.xml"), "CPU", F32)
+    dec = core.compile_model(str(path_of(out, DECODER_PLAIN)), "CPU", F32)
     image, boxes = _real_slice(ct_case)
     x, geo = image_to_tensor(image)
     b = boxes_to_model(boxes, geo)
@@ -105,7 +107,7 @@ def test_committed_models_match_their_manifest():
 
 def test_decoder_takes_any_number_of_boxes(quick_int8):
     _, out = quick_int8
-    dec = ov.Core().compile_model(str(out / "decoder.xml"), "CPU", F32)
+    dec = ov.Core().compile_model(str(path_of(out, DECODER_PLAIN)), "CPU", F32)
     emb = np.random.default_rng(0).normal(size=(1, 256, 64, 64)).astype(np.float32)
     for n in (1, 7):
         boxes = np.tile(np.array([[[10, 20, 120, 140]]], np.float32), (n, 1, 1))
@@ -118,7 +120,7 @@ def test_fp32_export_matches_torch(float_model, fp32_dir, ct_case):
     b = boxes_to_model(boxes, geo)
     core = ov.Core()
     emb = core.compile_model(str(fp32_dir / "encoder.xml"), "CPU", F32)({0: x})[0]
-    logits = core.compile_model(str(fp32_dir / "decoder.xml"), "CPU", F32)({0: emb, 1: b})[0]
+    logits = core.compile_model(str(path_of(fp32_dir, DECODER_PLAIN)), "CPU", F32)({0: emb, 1: b})[0]
     with torch.no_grad():
         ref_emb = float_model.image_encoder(torch.from_numpy(x)).numpy()
         ref = float_model.decoder()(torch.from_numpy(ref_emb), torch.from_numpy(b)).numpy()
@@ -135,7 +137,7 @@ def test_the_float_encoder_beside_the_int8_models_is_the_pretrained_encoder(floa
     from training.export import export_float_encoder
 
     record = export_float_encoder(float_model, tmp_path)
-    assert not list(tmp_path.glob("*.onnx"))
+    assert not list(tmp_path.rglob("*.onnx"))
     x, _ = image_to_tensor(ct_case.image[17])
     emb = ov.Core().compile_model(str(tmp_path / "encoder_float.xml"), "CPU", F32)({0: x})[0]
     with torch.no_grad():
@@ -157,14 +159,15 @@ def test_refreshing_the_runtime_decoder_rewrites_only_its_graphs(weights, tmp_pa
     folder = tmp_path / "models"
     shutil.copytree(MODELS, folder, ignore=shutil.ignore_patterns("fp32", "*.onnx"))
     for g in RUNTIME_DECODER:                       # stale graphs: the refresh must replace them
-        (folder / f"{g}.bin").write_bytes(b"stale")
-    int8_before = {f: sha256_of(folder / f) for f in ("encoder.bin", "encoder.xml", "decoder.bin", "decoder.xml")}
+        (folder / g.files[1]).write_bytes(b"stale")
+    int8 = [*ENCODER.files, *(f"{REFERENCE_FOLDER}/{f}" for f in DECODER_PLAIN.files)]
+    int8_before = {f: sha256_of(folder / f) for f in int8}
     refresh_runtime_decoder(folder, weights)
     manifest = json.loads((folder / "manifest.json").read_text())
     for g in RUNTIME_DECODER:
-        for ext in ("xml", "bin"):
-            assert manifest["files"][f"{g}.{ext}"]["sha256"] == sha256_of(folder / f"{g}.{ext}")
-        assert (folder / f"{g}.bin").read_bytes() == (MODELS / f"{g}.bin").read_bytes()   # deterministic
+        for f in g.files:
+            assert manifest["files"][f]["sha256"] == sha256_of(folder / f)
+        assert (folder / g.files[1]).read_bytes() == (MODELS / g.files[1]).read_bytes()   # deterministic
     assert {f: sha256_of(folder / f) for f in int8_before} == int8_before
     manifest["runtime_decoder"]["weights"] = "the QAT checkpoint's weights"
     (folder / "manifest.json").write_text(json.dumps(manifest))

@@ -6,8 +6,10 @@ import torch
 
 from conftest import MODELS, SAMPLES, dice
 from qmedsam.cases import load_case
+from qmedsam.model_spec import DECODER_PLAIN
 from qmedsam.preprocess import boxes_to_model, image_to_tensor
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
+from training.export import path_of
 from training.model.factored_decoder import STATE_OUTPUTS, DecoderBoxes, DecoderImageState
 
 
@@ -62,7 +64,7 @@ def test_exported_float_graphs_equal_the_plain_float_decoder(fp32_dir, real_slic
     from qmedsam.engine import Engine
 
     engine = Engine(fp32_dir, float_precision="f32")
-    dices, rel = _agreement(engine, _plain(fp32_dir / "decoder.xml"), engine, real_slices)
+    dices, rel = _agreement(engine, _plain(path_of(fp32_dir, DECODER_PLAIN)), engine, real_slices)
     assert dices.min() >= 0.999 and rel < 1e-4, (dices.min(), rel)
 
 
@@ -72,7 +74,7 @@ def test_int8_models_decode_as_the_plain_float_decoder(fp32_dir, real_slices):
     default float precision."""
     from qmedsam.engine import Engine
 
-    plain = _plain(fp32_dir / "decoder.xml")
+    plain = _plain(path_of(fp32_dir, DECODER_PLAIN))
     exact = Engine(MODELS, float_precision="f32")
     dices, rel = _agreement(exact, plain, exact, real_slices)
     assert dices.mean() >= 0.999 and dices.min() >= 0.99 and rel < 1e-2, (dices.mean(), dices.min(), rel)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qmedsam.engine import DECODER_STATE
+from qmedsam.model_spec import DECODER_STATE
 
 HEADS = 8
 TOKENS = 7                      # IoU token, 4 mask tokens, 2 box corners

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.model_spec import ENCODER
 from qmedsam.predict import main as predict
 from qmedsam_eval.score_report import by_modality
 from qmedsam_eval.scoring import score_folder
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     runs = [("FP32", args.fp32, "f32"), ("int8 calibration-only", args.ptq, "auto"), ("int8 QAT", args.qat, "auto")]
     rows = []
     for name, models, float_ops in runs:
-        if not (models / "encoder.xml").is_file():
+        if not (models / ENCODER.files[0]).is_file():
             print(f"compare: no models in {models} (make export / export-fp32)", file=sys.stderr)
             return 2
         pred = args.out / name.replace(" ", "-")
