@@ -26,12 +26,13 @@ from benchmarks.cpu import SETTINGS, describe, run_setting, settings, settings_n
 from qmedsam.cases import box_xy, load_case
 from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
 from qmedsam.engine import Engine
+from qmedsam.image_session import ImageSession
 from qmedsam.model_spec import DECODER_PLAIN
 from qmedsam.model_dir import has_graph
 from qmedsam.memory import MAX_BLOCK
 from qmedsam.plan3d import middle_slice
 from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor
-from qmedsam.segment import Options, segment_case
+from qmedsam.segment import Options, Stats, segment_case
 from qmedsam_eval.metrics import dice, label_dice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +62,9 @@ class PlainDecoder:
 
 
 def _factored_run(engine: Engine, emb: np.ndarray, boxes: np.ndarray) -> None:
-    engine.prepare(emb)
-    for s in range(0, len(boxes), MAX_BLOCK):
-        engine.decode(boxes[s:s + MAX_BLOCK])
+    """The runtime's decoding of ``boxes`` on one image (its session's block loop)."""
+    for _ in ImageSession(engine, MAX_BLOCK, Stats()).set_image(emb).blocks(boxes):
+        pass
 
 
 def _seconds(fn) -> float:

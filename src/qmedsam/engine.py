@@ -111,6 +111,7 @@ class Engine:
         self._enc = [compiled[ENCODER.name].create_infer_request() for _ in range(2)]
         self._image = compiled[DECODER_IMAGE.name].create_infer_request()
         self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
+        self._prepared = False
         self._next = 0
 
     def start_encode(self, tensor: np.ndarray):
@@ -139,10 +140,13 @@ class Engine:
         self._image.infer({DECODER_IMAGE.inputs[0]: embedding})
         for name in DECODER_STATE:
             self._boxes.set_tensor(name, self._image.get_tensor(name))
+        self._prepared = True
 
     def decode(self, boxes: np.ndarray, with_iou: bool = False):
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space, on the prepared image;
         with ``with_iou`` also the decoder's IoU prediction per box (B,)."""
+        if not self._prepared:
+            raise EngineError("decode before prepare: no image embedding has been set for the boxes")
         self._boxes.set_tensor(DECODER_BOXES.inputs[-1], _tensor(np.ascontiguousarray(boxes, dtype=np.float32)))
         self._boxes.infer()
         logits = self._boxes.get_tensor(DECODER_BOXES.outputs[0]).data.copy()

@@ -8,8 +8,9 @@ import numpy as np
 
 from qmedsam.cases import Case, box_xy
 from qmedsam.embedding_store import EmbeddingStore
+from qmedsam.image_session import EngineLike, ImageSession, Target
 from qmedsam.masks import confidence_map, paste_mask, positive_bounds
-from qmedsam.model_spec import DECODER_IMAGE, ENCODER
+from qmedsam.model_spec import ENCODER
 from qmedsam.plan3d import fixed_plan, propagation_plan
 from qmedsam.preprocess import (MODEL_SIZE, Geometry, boxes_to_canvas, boxes_to_model, canvas_to_tensor,
                                 image_to_tensor)
@@ -56,35 +57,17 @@ class Stats:
         self.encoded.append(z)
 
 
-def _decode_and_paste(engine, emb, boxes256, labels, seg2d, best, geo, opts, stats, follow: bool = False,
-                      last: bool = False):
-    """Decode boxes in blocks of at most ``max_boxes``; paste each block before the next, so only
-    one block's logits are ever held (``best``: the image's confidence map, see
-    :func:`qmedsam.masks.paste_mask`).  With ``follow``, returns each box's next propagation
-    prompt (from its low-res mask; None where the mask is empty).  ``last``: no other image of
-    the case follows, so the per-image decoder step's scratch memory is freed once it is done."""
-    new_h, new_w = geo.resized
-    prompts = [] if follow else None
-    for i, logits in _decoded(engine, emb, boxes256, opts, stats, last):
-        crop = logits[:new_h, :new_w]
-        paste_mask(seg2d, crop, int(labels[i]), best)
-        if follow:
-            prompts.append(_prompt_from_logits(crop))
-    return prompts
+@dataclass
+class _Context:
+    """What every image of a case is decoded with: the engine, the options, the case's counters."""
 
+    engine: EngineLike
+    opts: Options
+    stats: Stats
 
-def _decoded(engine, emb, boxes, opts, stats, last):
-    """(i, (256, 256) logits) for each of ``boxes`` (B, 1, 4) against ``emb``, decoded in blocks of
-    at most ``max_boxes`` (one block's logits held at a time).  The decoder's per-image work runs
-    once; with ``last`` its scratch memory is freed right after."""
-    engine.prepare(emb)
-    if last:
-        engine.release(DECODER_IMAGE.name)
-    for s in range(0, len(boxes), opts.max_boxes):
-        logits = engine.decode(boxes[s:s + opts.max_boxes])
-        stats.decoder_calls += 1
-        for k in range(logits.shape[0]):
-            yield s + k, logits[k, 0]
+    def session(self, embedding: np.ndarray, last: bool = False) -> ImageSession:
+        """A decoding session on ``embedding``; ``last``: no other image of the case follows."""
+        return ImageSession(self.engine, self.opts.max_boxes, self.stats).set_image(embedding, last)
 
 
 def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
@@ -95,6 +78,7 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
+    ctx = _Context(engine, opts, stats)
     best = confidence_map(seg.shape)
     canvases, plain = zoom_canvases(*seg.shape, case.boxes, opts.zoom_crops)
     if len(plain):
@@ -103,8 +87,8 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         stats.note_encoded(0)
         if not canvases:
             engine.release(ENCODER.name)
-        _decode_and_paste(engine, emb, boxes_to_model(case.boxes[plain], geo), plain + 1, seg, best, geo, opts,
-                          stats, last=not canvases)
+        ctx.session(emb, last=not canvases).paste(boxes_to_model(case.boxes[plain], geo), plain + 1,
+                                                  Target(seg, best, geo))
     tensors = [lambda k=k: canvas_to_tensor(case.image, canvases[k]) for k in range(len(canvases))]
     for k, emb in _encoded(engine, tensors, opts.overlap):
         last = k == len(canvases) - 1
@@ -112,16 +96,16 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
             engine.release(ENCODER.name)
         stats.crops_encoded += 1
         stats.note_embedding()
-        _decode_canvas(engine, emb, canvases[k], case.boxes, seg, best, opts, stats, last)
+        _paste_canvas(ctx.session(emb, last), canvases[k], case.boxes, seg, best)
     return seg
 
 
-def _decode_canvas(engine, emb, placed, boxes, seg, best, opts, stats, last):
-    """Decode the boxes of every tile of one canvas in blocks of at most ``max_boxes``; each mask
-    is cut to its tile and pasted into the tile's window of ``seg``."""
+def _paste_canvas(session: ImageSession, placed, boxes, seg, best) -> None:
+    """Decode the boxes of every tile of one canvas; each mask is cut to its tile and pasted into
+    the tile's window of ``seg``."""
     owners = [(p, i) for p in placed for i in p.tile.boxes]
     prompts = np.concatenate([boxes_to_canvas(boxes[list(p.tile.boxes)], p) for p in placed])
-    for j, logits in _decoded(engine, emb, prompts, opts, stats, last):
+    for j, logits in session.masks(prompts):
         p, i = owners[j]
         t = p.tile
         h, w = t.size
@@ -162,10 +146,11 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndar
     boxes256 = boxes_to_model(box_xy(case.boxes), geo)
     plan = fixed_plan(case.boxes)
     best = confidence_map(seg.shape[1:])           # each slice is visited once: one map, reset
+    ctx = _Context(engine, opts, stats)
     for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats):
         idx = np.asarray(plan[z])
         best.fill(0)
-        _decode_and_paste(engine, emb, boxes256[idx], idx + 1, seg[z], best, geo, opts, stats)
+        ctx.session(emb).paste(boxes256[idx], idx + 1, Target(seg[z], best, geo))
     return seg
 
 
@@ -190,28 +175,24 @@ def clip_box(box: np.ndarray, limit: np.ndarray) -> np.ndarray:
     return out if (out[2] > out[0] and out[3] > out[1]) else limit.astype(np.float32)
 
 
-def _decode_guided(engine, emb, prompts, fixed, labels, seg2d, best, geo, opts, stats):
+def _guided_step(session: ImageSession, prompts, fixed, labels, target: Target) -> list:
     """The guided step on one slice: each box's propagated prompt and, where it differs, its fixed
     box are decoded; the fixed box's mask is pasted unless the decoder predicts the propagated
     one's IoU higher by ``GUIDED_IOU_MARGIN``.  Returns each box's next prompt: the pasted mask's
     box, widened and clipped to the fixed box (None if empty)."""
-    new_h, new_w = geo.resized
-    engine.prepare(emb)
     following = []
-    group = max(1, opts.max_boxes // 2)          # <= max_boxes candidates per decoder call
+    group = max(1, session.max_boxes // 2)          # <= max_boxes candidates per decoder call
     for g in range(0, len(prompts), group):
         p, f = prompts[g:g + group], fixed[g:g + group]
         differs = np.flatnonzero(np.any(np.abs(p - f) > 0.5, axis=1))
         cand = np.concatenate([p, f[differs]])
-        logits, iou = engine.decode(cand[:, None, :], with_iou=True)
-        stats.decoder_calls += 1
+        logits, iou = session.decode(cand[:, None, :], with_iou=True)
         pick = np.arange(len(p))
         for j, i in enumerate(differs):          # the fixed box wins unless clearly worse
             if iou[i] <= iou[len(p) + j] + GUIDED_IOU_MARGIN:
                 pick[i] = len(p) + j
         for i, k in enumerate(pick):
-            crop = logits[k, 0, :new_h, :new_w]
-            paste_mask(seg2d, crop, int(labels[g + i]), best)
+            crop = target.paste(logits[k, 0], int(labels[g + i]))
             following.append(_prompt_from_logits(crop, f[i]))
     return following
 
@@ -225,7 +206,7 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
     middle-slice box when that mask is empty.
 
     ``guided``: the propagated prompt is clipped to the 3D box's xy extent, and on every slice
-    the decoder's IoU prediction picks between it and the fixed box (:func:`_decode_guided`).
+    the decoder's IoU prediction picks between it and the fixed box (:func:`_guided_step`).
     """
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
@@ -240,29 +221,31 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
     prompt_up = base.copy()
     prompt_down = base.copy()
     store = EmbeddingStore(opts.store_budget)
+    ctx = _Context(engine, opts, stats)
     try:
-        def sweep(steps, prompts, keep):
+        def sweep(steps, prompts, rows, keep, middle_to=None):
+            """Decode each slice's boxes (``rows[z]``) with their current ``prompts``, updating
+            them from the masks; ``middle_to`` receives each box's prompt at its middle slice."""
             for z, emb in steps:
                 if keep(z):
                     store.put(z, emb)
-                idx = np.asarray(plan.up[z] if prompts is prompt_up else plan.down[z])
+                idx = np.asarray(rows[z])
+                session, target = ctx.session(emb), Target(seg[z], best[z], geo)
                 if guided:
-                    following = _decode_guided(engine, emb, prompts[idx], base[idx], idx + 1, seg[z], best[z],
-                                               geo, opts, stats)
+                    following = _guided_step(session, prompts[idx], base[idx], idx + 1, target)
                 else:
-                    following = _decode_and_paste(engine, emb, prompts[idx][:, None, :], idx + 1, seg[z],
-                                                  best[z], geo, opts, stats, follow=True)
+                    following = session.paste(prompts[idx][:, None, :], idx + 1, target, follow=_prompt_from_logits)
                 for i, nxt in zip(idx, following):
                     prompts[i] = base[i] if nxt is None else nxt
-                    if prompts is prompt_up and z == plan.middle[i]:
-                        prompt_down[i] = prompts[i]     # the downward chain starts from the middle mask
+                    if middle_to is not None and z == plan.middle[i]:
+                        middle_to[i] = prompts[i]       # the downward chain starts from the middle mask
 
-        sweep(_encoded_slices(engine, case.image, plan.up, opts.overlap, stats), prompt_up,
-              lambda z: z in reused)
+        sweep(_encoded_slices(engine, case.image, plan.up, opts.overlap, stats), prompt_up, plan.up,
+              lambda z: z in reused, middle_to=prompt_down)
         fresh = [z for z in plan.down if z not in reused]
         down_steps = _merge_descending(list(plan.down), store,
                                        _encoded_slices(engine, case.image, fresh, opts.overlap, stats))
-        sweep(down_steps, prompt_down, lambda z: False)
+        sweep(down_steps, prompt_down, plan.down, lambda z: False)
     finally:
         store.close()
     return seg

@@ -3,7 +3,8 @@ clipping to the 3D box, fall-back to the fixed box, the choice by predicted IoU.
 import numpy as np
 
 from qmedsam.cases import Case
-from qmedsam.segment import GUIDED_IOU_MARGIN, Options, Stats, _decode_guided, clip_box, segment_case
+from qmedsam.image_session import ImageSession, Target
+from qmedsam.segment import GUIDED_IOU_MARGIN, Options, Stats, _guided_step, clip_box, segment_case
 from qmedsam.preprocess import Geometry
 
 
@@ -33,6 +34,9 @@ class ScriptedEngine:
     def prepare(self, emb):
         pass
 
+    def release(self, graph):
+        pass
+
     def decode(self, boxes, with_iou=False):
         out = np.full((len(boxes), 1, 256, 256), -1.0, np.float32)
         for k, b in enumerate(boxes[:, 0]):
@@ -49,8 +53,10 @@ GEO = Geometry(256, 256)
 FIXED = np.array([[40, 40, 200, 200]], np.float32)
 
 
-def _best(seg):
-    return np.zeros(seg.shape, np.float32)      # the confidence map of qmedsam.masks.paste_mask
+def _step(eng, prompt, seg):
+    """One guided step on one slice, with the confidence map of qmedsam.masks.paste_mask."""
+    session = ImageSession(eng, Options().max_boxes, Stats()).set_image(None)
+    return _guided_step(session, prompt, FIXED, np.array([1]), Target(seg, np.zeros(seg.shape, np.float32), GEO))
 
 
 def test_next_prompt_is_the_mask_box_widened_and_clipped():
@@ -59,7 +65,7 @@ def test_next_prompt_is_the_mask_box_widened_and_clipped():
     # 20 % of its size per axis, then clipped to the fixed box
     prompt = np.array([[20, 60, 150, 150]], np.float32)
     eng = ScriptedEngine(iou_of=lambda b: 1.0 if b[0] < 40 else 0.0)   # the prompt's mask is pasted
-    nxt = _decode_guided(eng, None, prompt, FIXED, np.array([1]), seg, _best(seg), GEO, Options(), Stats())
+    nxt = _step(eng, prompt, seg)
     np.testing.assert_allclose(nxt[0], [40, 64 - 0.2 * 82, 145 + 0.2 * 122, 145 + 0.2 * 82], atol=1e-4)
     assert seg[64:146, 24:146].all() and seg.sum() == 82 * 122
 
@@ -69,7 +75,7 @@ def test_the_fixed_box_wins_unless_clearly_worse():
     for prop_iou, fixed_wins in ((0.9, False), (0.5 + GUIDED_IOU_MARGIN / 2, True), (0.2, True)):
         eng = ScriptedEngine(iou_of=lambda b: 0.5 if b[2] - b[0] > 100 else prop_iou)
         seg = np.zeros((256, 256), np.uint8)
-        _decode_guided(eng, None, prompt, FIXED, np.array([1]), seg, _best(seg), GEO, Options(), Stats())
+        _step(eng, prompt, seg)
         assert len(eng.decoded) == 2                    # propagated prompt and fixed box
         painted = seg.sum()
         assert painted == (152 * 152 if fixed_wins else 52 * 52)
@@ -78,7 +84,7 @@ def test_the_fixed_box_wins_unless_clearly_worse():
 def test_an_identical_prompt_is_decoded_once_and_an_empty_mask_falls_back():
     eng = ScriptedEngine(empty=lambda b: True)
     seg = np.zeros((256, 256), np.uint8)
-    nxt = _decode_guided(eng, None, FIXED.copy(), FIXED, np.array([1]), seg, _best(seg), GEO, Options(), Stats())
+    nxt = _step(eng, FIXED.copy(), seg)
     assert len(eng.decoded) == 1 and nxt == [None] and not seg.any()
 
 
@@ -96,3 +102,21 @@ def test_guided_volume_shrinks_prompts_inside_the_3d_box():
         assert b[0] >= 40 and b[1] >= 40 and b[2] <= 200 and b[3] <= 200
     widths = [(seg[z] > 0).any(0).sum() for z in range(5)]
     assert widths[2] > widths[3] > widths[4] and widths[2] > widths[1] > widths[0]
+
+
+def test_a_session_refuses_to_decode_before_its_image_is_set():
+    import pytest
+
+    from qmedsam.image_session import NoImageError
+
+    session = ImageSession(ScriptedEngine(), 8, Stats())
+    with pytest.raises(NoImageError, match="before an image is set"):
+        next(session.masks(FIXED[:, None, :]))
+    assert next(session.set_image(None).masks(FIXED[:, None, :]))[0] == 0
+
+
+def test_blocks_hold_at_most_max_boxes_and_count_decoder_calls():
+    eng, stats = ScriptedEngine(), Stats()
+    boxes = np.tile(FIXED[:, None, :], (19, 1, 1))
+    starts = [s for s, out in ImageSession(eng, 8, stats).set_image(None).blocks(boxes)]
+    assert starts == [0, 8, 16] and stats.decoder_calls == 3 and len(eng.decoded) == 19

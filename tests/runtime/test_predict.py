@@ -376,3 +376,16 @@ def test_a_models_folder_of_another_contract_is_refused(tmp_path):
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(EngineError, match="another model contract"):
         model_dir(tmp_path, "int8")
+
+
+def test_decoding_before_an_image_is_set_is_refused():
+    import numpy as np
+
+    from qmedsam.engine import Engine, EngineError
+
+    engine = Engine(MODELS)
+    boxes = np.array([[[10.0, 10.0, 60.0, 60.0]]], np.float32)
+    with pytest.raises(EngineError, match="decode before prepare"):
+        engine.decode(boxes)
+    engine.prepare(engine.encode(np.zeros((1, 3, 256, 256), np.float32)))
+    assert engine.decode(boxes).shape == (1, 1, 256, 256)
