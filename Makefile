@@ -115,6 +115,11 @@ train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 	$(MAKE) export CKPT=$(OUT)/qat-demo/stage3/best.pt MODELS=$(OUT)/qat-demo/models
 	$(PY) -m training.qat.compare --test out/public-tree/test --qat $(OUT)/qat-demo/models --out $(OUT)/qat-demo/compare
 
+CANDIDATE ?=
+.PHONY: bench-int8
+bench-int8: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
+	$(PY) -m benchmarks.bench_int8_accuracy --models $(MODELS) $(if $(CANDIDATE),--candidate $(CANDIDATE))
+
 .PHONY: bench-predict bench-prompting
 bench-predict: $(STAMP)
 	$(PY) -m benchmarks.bench_predict

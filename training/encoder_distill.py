@@ -20,21 +20,13 @@ from torch import nn
 from tqdm import tqdm
 
 from qmedsam.preprocess import image_to_tensor
+from training.qat.distill_data import crop_and_flip
 from training.qat.student import keep_batchnorm_statistics
 
 
 def random_view(img: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
     """A (1, 3, 256, 256) model input from a random crop and flip of a raw 2D slice."""
-    h, w = img.shape[:2]
-    if rng.random() < 0.7 and min(h, w) >= 32:
-        ch, cw = (int(round(s * rng.uniform(0.5, 1.0))) for s in (h, w))
-        y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        img = img[y:y + ch, x:x + cw]
-    if rng.random() < 0.5:
-        img = img[:, ::-1]
-    if rng.random() < 0.5:
-        img = img[::-1]
-    return torch.from_numpy(image_to_tensor(np.ascontiguousarray(img))[0])
+    return torch.from_numpy(image_to_tensor(crop_and_flip(img, rng))[0])
 
 
 def embedding_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

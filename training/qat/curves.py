@@ -1,4 +1,5 @@
-"""PNG of a stage's curves: training loss per step (and its parts), validation DSC/NSD per epoch."""
+"""PNGs of training runs: a QAT stage (loss per step and its parts, validation DSC/NSD per epoch) and
+a distillation run (losses, held-out agreement per modality)."""
 from __future__ import annotations
 
 import json
@@ -6,18 +7,12 @@ from pathlib import Path
 
 
 def plot_stage(stage_dir: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    log = stage_dir / "log.jsonl"
-    if not log.is_file():
+    run = _open(stage_dir / "log.jsonl")
+    if run is None:
         return None
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows, fig, (a, b) = run
     steps = [r for r in rows if "step" in r]
     epochs = [r for r in rows if "val" in r]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     if steps:
         x = list(range(1, len(steps) + 1))
         a.plot(x, [r["loss"] for r in steps], label="total", lw=1)
@@ -36,8 +31,53 @@ def plot_stage(stage_dir: Path) -> Path | None:
         b.set_ylim(0, 1)
         b.legend(fontsize=7)
         b.set_title("validation (mean over modalities)")
+    return _save(fig, stage_dir / "curves.png")
+
+
+def plot_distillation(out: Path) -> Path | None:
+    """``make qat-distill``'s curves: its losses per step and the held-out agreement per modality."""
+    run = _open(out / "log.jsonl")
+    if run is None:
+        return None
+    rows, fig, (a, b) = run
+    steps = [r for r in rows if "loss" in r]
+    evals = [r for r in rows if "held_out" in r]
+    if steps:
+        x = [r["step"] for r in steps]
+        for key in ("loss", "embedding", "mask"):
+            a.plot(x, [r[key] for r in steps], label=key, lw=0.8)
+        a.set_yscale("log")
+        a.set_xlabel("step")
+        a.legend(fontsize=7)
+        a.set_title("distillation loss")
+    if evals:
+        for m in evals[-1]["held_out"]:
+            b.plot([r["step"] for r in evals], [r["held_out"][m]["mask_dice"] for r in evals], "o-",
+                   label=m, lw=2 if m == "mean" else 1, ms=3)
+        b.set_xlabel("step")
+        b.set_ylabel("mask Dice vs float")
+        b.legend(fontsize=7)
+        b.set_title("held-out agreement with the float model")
+    return _save(fig, out / "curves.png")
+
+
+def _open(log: Path):
+    """(log rows, figure, its two axes) for a run's ``log.jsonl``, or None without one."""
+    if not log.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()], fig, axes
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = stage_dir / "curves.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -163,12 +163,13 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
     agreement = Agreement(fmodel, held_out)
     fdec = fmodel.decoder()
     fdec.requires_grad_(False)
+    logf = open(out / "log.jsonl", "a")
     if best is None:
         scores = agreement(encoder)
         best = {"step": 0, "held_out": scores}
         history.append({"step": 0, "held_out": scores})
+        logf.write(json.dumps(history[-1]) + "\n")
         log(f"step 0: held-out mask Dice {_summary(scores)}")
-    logf = open(out / "log.jsonl", "a")
     rng = np.random.default_rng([seed, start])
     warmup = max(1, steps // 20)
     t0 = time.time()
@@ -189,7 +190,7 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         opt.step()
-        row = {"step": step + 1, "loss": float(loss), "embedding": float(e_loss), "mask": float(m_loss),
+        row = {"step": step + 1, "loss": loss.item(), "embedding": e_loss.item(), "mask": m_loss.item(),
                "lr": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1)}
         logf.write(json.dumps(row) + "\n")
         logf.flush()
@@ -215,9 +216,9 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
     if not (out / "best.pt").is_file():          # nothing beat the starting point: keep it
         save(student_record(rebuild(blob)[0], structure,
                             distillation=_distillation_record(settings, history, best, weights)), out / "best.pt")
-    from training.qat.distill_curves import plot
+    from training.qat.curves import plot_distillation
 
-    plot(out)
+    plot_distillation(out)
     return best
 
 

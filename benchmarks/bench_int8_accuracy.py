@@ -1,0 +1,117 @@
+"""``make bench-int8 [CANDIDATE=dir]``: how close int8 is to float, against the ground truth and
+against float itself, in every CPU setting, side by side in one run.
+
+* every labelled public case (the bundled samples, the tiled 241-nuclei image, the resliced
+  CT and 3D nuclei volumes; :func:`benchmarks.bench_prompting.cases`), default options: DSC and
+  NSD by the organisers' rules, for FP32, the committed int8 models and (``--candidate``) another
+  int8 models folder;
+* the held-out unlabelled modalities (MR, ultrasound, photographs, microscopy, CT): mask Dice of
+  each int8 folder against FP32, beside FP32's own agreement under +-half a grey level of dither
+  (:func:`benchmarks.bench_model.held_out_agreement`);
+* each setting in a fresh process: this CPU as it runs by default, this CPU with the int8
+  models' float leftovers in f32, and organiser-like (AVX-512 without VNNI, f32 leftovers;
+  :mod:`benchmarks.cpu`) where the cap changes something.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.cpu import SETTINGS, describe, settings
+from qmedsam.engine import Engine
+from qmedsam.segment import Options, segment_case
+from qmedsam_eval.metrics import case_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+# setting -> (environment, float ops of the int8 models)
+RUNS = {"default": ({}, "auto"), "f32 leftovers": ({}, "f32"),
+        "organiser-like": (SETTINGS["organiser-like"], "f32")}
+
+
+def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
+    from benchmarks.bench_model import held_out_agreement
+    from benchmarks.bench_prompting import cases
+
+    engines = {"fp32": Engine(folders["int8"] / "fp32", float_precision="f32")}
+    engines.update({k: Engine(p, float_precision=float_ops) for k, p in folders.items()})
+    labelled = {}
+    for case, gt, spacing in cases(samples):
+        labelled[case.name] = {k: case_scores(gt, segment_case(case, e, Options())[0], spacing)
+                               for k, e in engines.items()}
+        print(f"  {case.name}: " + ", ".join(f"{k} {d:.4f}/{n:.4f}" for k, (d, n) in labelled[case.name].items()),
+              file=sys.stderr, flush=True)
+    return {"labelled": labelled, "held_out": held_out_agreement(engines)}
+
+
+def _run(setting: str, args) -> dict:
+    env = dict(os.environ, **RUNS[setting][0])
+    cmd = [sys.executable, "-m", "benchmarks.bench_int8_accuracy", "--measure", setting,
+           "--samples", str(args.samples), "--models", str(args.models)]
+    if args.candidate:
+        cmd += ["--candidate", str(args.candidate)]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench-int8: the {setting} run failed")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(results: dict) -> None:
+    names = [k for k in next(iter(next(iter(results.values()))["labelled"].values()))]
+    for setting, r in results.items():
+        print(f"\n### {setting} (int8 float leftovers: {RUNS[setting][1]})\n")
+        print("| case | " + " | ".join(f"{k} DSC | {k} NSD" for k in names) + " |")
+        print("|---|" + "---:|---:|" * len(names))
+        for case, row in r["labelled"].items():
+            print(f"| {case} | " + " | ".join(f"{row[k][0]:.4f} | {row[k][1]:.4f}" for k in names) + " |")
+        means = {k: np.mean([row[k] for row in r["labelled"].values()], axis=0) for k in names}
+        print("| **mean** | " + " | ".join(f"**{means[k][0]:.4f}** | **{means[k][1]:.4f}**" for k in names) + " |")
+        for k in names[1:]:
+            worst = min(r["labelled"].items(), key=lambda item: item[1][k][0] - item[1]["fp32"][0])
+            print(f"- {k}: mean DSC {100 * (means[k][0] - means['fp32'][0]):+.2f} points vs fp32, NSD "
+                  f"{100 * (means[k][1] - means['fp32'][1]):+.2f}; worst case {worst[0]} "
+                  f"{100 * (worst[1][k][0] - worst[1]['fp32'][0]):+.2f} DSC points")
+        held = r["held_out"]
+        cols = [c for c in next(iter(held.values())) if c not in ("images", "boxes")]
+        print("\nheld-out mask Dice vs FP32 (last column: FP32 against itself under dither):\n")
+        print("| modality | images | boxes | " + " | ".join(cols) + " |")
+        print("|---|---:|---:|" + "---:|" * len(cols))
+        for m, row in held.items():
+            print(f"| {m} | {row['images']} | {row['boxes']} | " + " | ".join(f"{row[c]:.4f}" for c in cols) + " |")
+    if len(results) > 1:
+        print("\nper case, DSC spread of each int8 folder across the settings (max - min, points):")
+        for k in names[1:]:
+            spread = {case: 100 * (max(r["labelled"][case][k][0] for r in results.values())
+                                   - min(r["labelled"][case][k][0] for r in results.values()))
+                      for case in next(iter(results.values()))["labelled"]}
+            worst = max(spread, key=spread.get)
+            print(f"  {k}: largest {spread[worst]:.2f} ({worst}); mean {np.mean(list(spread.values())):.2f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--candidate", type=Path, help="another int8 models folder, measured beside the committed one")
+    ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
+    ap.add_argument("--measure", choices=tuple(RUNS), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    folders = {"int8": args.models, **({"candidate": args.candidate} if args.candidate else {})}
+    if args.measure:
+        print(json.dumps(measure(folders, RUNS[args.measure][1], args.samples)))
+        return
+    print(f"CPU: {describe()}")
+    chosen = [s for s in RUNS if s != "organiser-like" or "organiser-like" in settings()]
+    results = {}
+    for setting in chosen:
+        print(f"measuring: {setting}", file=sys.stderr, flush=True)
+        results[setting] = _run(setting, args)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
