@@ -35,8 +35,7 @@ class Structure:
 
 def student_record(model: LiteMedSAM, structure: Structure, **extra) -> dict:
     """The checkpoint of a student: its state and structure, plus ``extra`` entries."""
-    return {"model": model.state_dict(), "structure": structure.as_dict(),
-            "float_layers": list(structure.float_layers), **extra}
+    return {"model": model.state_dict(), "structure": structure.as_dict(), **extra}
 
 
 def structure_of(blob: dict) -> Structure:

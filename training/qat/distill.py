@@ -214,7 +214,8 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
                                 best=best, optimizer=opt.state_dict()), last)
     logf.close()
     if not (out / "best.pt").is_file():          # nothing beat the starting point: keep it
-        save(student_record(rebuild(blob)[0], structure,
+        start_point = torch.load(str(init), map_location="cpu", weights_only=False)
+        save(student_record(rebuild(start_point)[0], structure,
                             distillation=_distillation_record(settings, history, best, weights)), out / "best.pt")
     from training.qat.curves import plot_distillation
 
