@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
+# Every Python process started here reads and writes UTF-8 whatever the locale (a C/ASCII locale on CI
+# would otherwise fail on the progress bars and the typographic characters in the reports).
+export PYTHONUTF8 := 1
 
 MODELS ?= models
 CKPT ?=

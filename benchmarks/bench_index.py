@@ -60,7 +60,7 @@ def _child(root: str) -> None:
 
 def measure(root: Path) -> dict:
     out = subprocess.run([sys.executable, "-m", "benchmarks.bench_index", "--child", str(root)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, encoding="utf-8", errors="replace", check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])   # peak: the build process or any worker
 
 

@@ -55,7 +55,7 @@ def _run(setting: str, args) -> dict:
            "--samples", str(args.samples), "--models", str(args.models)]
     if args.candidate:
         cmd += ["--candidate", str(args.candidate)]
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"bench-int8: the {setting} run failed")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -43,7 +43,7 @@ def run_case(predict_sh: Path, case: Path, work: Path, env: dict, *options: str)
     shutil.copy(case, inputs / case.name)
     t = time.perf_counter()
     proc = subprocess.run(["sh", str(predict_sh), "-i", str(inputs), "-o", str(outputs), "-v", *options],
-                          capture_output=True, text=True, env=env)
+                          capture_output=True, encoding="utf-8", errors="replace", env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{case.name}: {predict_sh} failed: {proc.stderr.strip()[-600:]}")

@@ -55,7 +55,7 @@ def run_setting(module: str, setting: str, args: list[str]) -> dict:
     environment (the ISA cap must be in place before OpenVINO loads); returns its JSON result."""
     env = dict(os.environ, **SETTINGS[setting])
     proc = subprocess.run([sys.executable, "-m", module, "--measure", setting, *args], env=env,
-                          capture_output=True, text=True)
+                          capture_output=True, encoding="utf-8", errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"{module} --measure {setting} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

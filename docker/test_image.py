@@ -64,7 +64,7 @@ class Engine:
         return subprocess.run(["docker", "info"], capture_output=True, env=self.env).returncode == 0
 
     def run(self, *args, check=True, capture=False, **kw):
-        return subprocess.run(["docker", *args], env=self.env, check=check, text=True,
+        return subprocess.run(["docker", *args], env=self.env, check=check, encoding="utf-8", errors="replace",
                               capture_output=capture, **kw)
 
     def stop(self):
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
 
     lint = subprocess.run([str(Path(sys.executable).parent / "hadolint"), str(ROOT / "Dockerfile")],
-                          capture_output=True, text=True)
+                          capture_output=True, encoding="utf-8", errors="replace")
     check("hadolint Dockerfile", lint.returncode == 0, lint.stdout.strip())
 
     engine = Engine(ROOT / ".cache" / "docker")

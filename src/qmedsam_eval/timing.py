@@ -96,7 +96,7 @@ def time_cases(cases: list[Path], work: Path, image: str | None = None, memory: 
                 env = docker_env
             t0 = time.perf_counter()
             try:
-                proc = subprocess.run(cmd, env=env, preexec_fn=preexec, capture_output=True, text=True,
+                proc = subprocess.run(cmd, env=env, preexec_fn=preexec, capture_output=True, encoding="utf-8", errors="replace",
                                       timeout=timeout)
                 code, tail = proc.returncode, (proc.stderr.strip().splitlines() or [""])[-1]
             except subprocess.TimeoutExpired:

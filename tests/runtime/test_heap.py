@@ -32,7 +32,7 @@ libc.malloc_stats()
 def arenas(mode: str) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     env.pop("MALLOC_ARENA_MAX", None)
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], env=env, capture_output=True, encoding="utf-8", errors="replace", check=True)
     return len(re.findall(r"^Arena \d+:", out.stderr, flags=re.M))
 
 

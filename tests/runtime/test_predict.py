@@ -273,7 +273,7 @@ def test_engine_defaults_to_the_numerics_the_predictor_ships():
 def _run_predict_sh(inputs, out, *extra):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     return subprocess.run(["sh", str(ROOT / "predict.sh"), "-i", str(inputs), "-o", str(out), "-v", *extra],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=600)
 
 
 def test_compile_cache_is_reused_by_a_second_process(tmp_path):
@@ -306,8 +306,8 @@ def test_unwritable_cache_warns_and_still_runs(tmp_path):
 
 
 def test_help_documents_every_option():
-    text = subprocess.run([sys.executable, "-m", "qmedsam.predict", "--help"], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))).stdout
+    text = subprocess.run([sys.executable, "-m", "qmedsam.predict", "--help"], capture_output=True,
+                          encoding="utf-8", errors="replace", env=dict(os.environ, PYTHONPATH=str(ROOT / "src"))).stdout
     for opt in ("--models", "--cache", "--max-boxes", "--mode-3d", "--threads", "--overlay", "--precision"):
         assert opt in text
 
@@ -331,7 +331,7 @@ def test_runtime_needs_no_training_or_evaluation_package(tmp_path):
     env = dict(os.environ, PYTHONPATH=f"{block}{os.pathsep}{ROOT / 'src'}")
     proc = subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(inputs), "-o", str(tmp_path / "out"),
                            "--cache", "none", "--overlay", str(tmp_path / "png")], env=env, capture_output=True,
-                          text=True)
+                          encoding="utf-8", errors="replace")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "out" / "3DBox_CT_0001.npz").is_file()
     png = (tmp_path / "png" / "2DBox_CT_0002.png").read_bytes()

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def _make(*args, timeout=1200):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     run = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=timeout)
+                         encoding="utf-8", errors="replace", timeout=timeout)
     assert run.returncode == 0, f"make {' '.join(args)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     return run
 
@@ -55,7 +55,7 @@ def test_train_all_checkpoints_export_and_run_in_the_predictor(tmp_path):
     shutil.copy(SAMPLES / "inputs" / "2DBox_CT_0002.npz", cases)
     run = subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(cases), "-o", str(out),
                           "--models", str(models), "--precision", "int8"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+                         encoding="utf-8", errors="replace", timeout=300)
     assert run.returncode == 0, run.stderr
     segs = np.load(out / "2DBox_CT_0002.npz")["segs"]
     boxes = np.load(cases / "2DBox_CT_0002.npz")["boxes"]
