@@ -45,8 +45,9 @@ demo: $(STAMP)
 test: $(STAMP) weights
 	$(PY) -m pytest -q -ra
 
+WEIGHT_BITS ?= 8
 export: $(STAMP) weights
-	$(TORCH_MALLOC) $(PY) -m training.export --models $(MODELS) --calib $(CALIB) --distill-steps $(DISTILL) $(if $(CKPT),--ckpt $(CKPT))
+	$(TORCH_MALLOC) $(PY) -m training.export --models $(MODELS) --calib $(CALIB) --distill-steps $(DISTILL) --weight-bits $(WEIGHT_BITS) $(if $(CKPT),--ckpt $(CKPT))
 
 # only the runtime's float decoder graphs (decoder_image, decoder_boxes) of the int8 folder, from the
 # pretrained weights, as `make export` writes them; the int8 graphs are left as they are
@@ -119,9 +120,13 @@ train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m training.qat.compare --test out/public-tree/test --qat $(OUT)/qat-demo/models --out $(OUT)/qat-demo/compare
 
 CANDIDATE ?=
-.PHONY: bench-int8
+.PHONY: bench-int8 bench-guard
 bench-int8: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_int8_accuracy --models $(MODELS) $(if $(CANDIDATE),--candidate $(CANDIDATE))
+
+# the int8 guard's probe statistics against what int8 does to each whole 3D case, each CPU setting
+bench-guard: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
+	$(PY) -m benchmarks.bench_guard --models $(MODELS)
 
 .PHONY: bench-predict bench-prompting
 bench-predict: $(STAMP)

@@ -25,27 +25,38 @@ import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, settings
 from qmedsam.engine import Engine
+from qmedsam.model_spec import ENCODER_FLOAT
 from qmedsam.segment import Options, segment_case
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 # setting -> (environment, float ops of the int8 models)
+GUARDED = "+guard"
 RUNS = {"default": ({}, "auto"), "f32 leftovers": ({}, "f32"),
         "organiser-like": (SETTINGS["organiser-like"], "f32")}
 
 
 def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
+    """Every labelled case and the held-out images with FP32, each int8 folder without the guard,
+    and each with it (``+guard``: what ``--precision auto`` runs; on the held-out 2D images that is
+    the float encoder)."""
     from benchmarks.bench_model import held_out_agreement
     from benchmarks.bench_prompting import cases
 
     engines = {"fp32": Engine(folders["int8"] / "fp32", float_precision="f32")}
-    engines.update({k: Engine(p, float_precision=float_ops) for k, p in folders.items()})
+    for k, p in folders.items():
+        engines[k] = Engine(p, float_precision=float_ops)
+        engines[k + GUARDED] = Engine(p, float_precision=float_ops, fallback=ENCODER_FLOAT.name)
     labelled = {}
     for case, gt, spacing in cases(samples):
-        labelled[case.name] = {k: case_scores(gt, segment_case(case, e, Options())[0], spacing)
-                               for k, e in engines.items()}
-        print(f"  {case.name}: " + ", ".join(f"{k} {d:.4f}/{n:.4f}" for k, (d, n) in labelled[case.name].items()),
+        labelled[case.name] = {}
+        for k, e in engines.items():
+            seg, stats = segment_case(case, e, Options(guard=k.endswith(GUARDED)))
+            labelled[case.name][k] = (*case_scores(gt, seg, spacing), stats.verdict.encoder if stats.verdict else "")
+        print(f"  {case.name}: " + ", ".join(f"{k} {d:.4f}/{n:.4f} {v}" for k, (d, n, v) in labelled[case.name].items()),
               file=sys.stderr, flush=True)
+    for k in folders:
+        engines[k + GUARDED].use_encoder(ENCODER_FLOAT.name)      # the guard's choice for a 2D image
     return {"labelled": labelled, "held_out": held_out_agreement(engines)}
 
 
@@ -61,6 +72,11 @@ def _run(setting: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _ran(score) -> str:
+    """' (float)' where the guard ran the case with the float encoder."""
+    return " (float)" if len(score) > 2 and score[2] == ENCODER_FLOAT.name else ""
+
+
 def report(results: dict) -> None:
     names = [k for k in next(iter(next(iter(results.values()))["labelled"].values()))]
     for setting, r in results.items():
@@ -68,8 +84,8 @@ def report(results: dict) -> None:
         print("| case | " + " | ".join(f"{k} DSC | {k} NSD" for k in names) + " |")
         print("|---|" + "---:|---:|" * len(names))
         for case, row in r["labelled"].items():
-            print(f"| {case} | " + " | ".join(f"{row[k][0]:.4f} | {row[k][1]:.4f}" for k in names) + " |")
-        means = {k: np.mean([row[k] for row in r["labelled"].values()], axis=0) for k in names}
+            print(f"| {case} | " + " | ".join(f"{row[k][0]:.4f} | {row[k][1]:.4f}{_ran(row[k])}" for k in names) + " |")
+        means = {k: np.mean([row[k][:2] for row in r["labelled"].values()], axis=0) for k in names}
         print("| **mean** | " + " | ".join(f"**{means[k][0]:.4f}** | **{means[k][1]:.4f}**" for k in names) + " |")
         for k in names[1:]:
             worst = min(r["labelled"].items(), key=lambda item: item[1][k][0] - item[1]["fp32"][0])

@@ -225,6 +225,9 @@ def main(argv=None) -> None:
     ap.add_argument("--runtime-decoder", action="store_true",
                     help="re-export only the runtime's float decoder graphs into the int8 MODELS folder")
     ap.add_argument("--calib", type=int, default=48, help="calibration slices for PTQ")
+    ap.add_argument("--weight-bits", type=int, default=8, choices=(7, 8),
+                    help="PTQ: weight bits of the int8 encoder (7: immune to the 16-bit saturation of "
+                         "int8 kernels without VNNI)")
     ap.add_argument("--distill-steps", type=int, default=0,
                     help="PTQ: steps of encoder distillation against the float model after calibration")
     args = ap.parse_args(argv)
@@ -246,7 +249,7 @@ def main(argv=None) -> None:
     else:
         from training.ptq_recipe import post_training_quantize
 
-        model, record = post_training_quantize(weights, args.calib, args.distill_steps)
+        model, record = post_training_quantize(weights, args.calib, args.distill_steps, args.weight_bits)
         float_source, float_from = build_lite_medsam(weights), PRETRAINED_FLOAT
     folded = export_quant(model, args.models, float_source)
     record["runtime_decoder"] = {

@@ -14,6 +14,7 @@ other images of the same kinds (``tools.modalities.held_out_sets``), per modalit
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,11 +50,12 @@ def distill(model: LiteMedSAM, fmodel: LiteMedSAM, slices, steps: int) -> dict:
             "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)}
 
 
-def quantized_model(weights: Path, images: list[torch.Tensor], alpha: float | None = ALPHA) -> LiteMedSAM:
+def quantized_model(weights: Path, images: list[torch.Tensor], alpha: float | None = ALPHA,
+                    weight_bits: int = 8) -> LiteMedSAM:
     """The int8 LiteMedSAM of this recipe, steps 1-3, calibrated on ``images``
     (``alpha=None``: without activation equalization)."""
     torch.manual_seed(0)
-    model = build_lite_medsam(weights, PTQ_CONFIG)
+    model = build_lite_medsam(weights, replace(PTQ_CONFIG, weight_bits=weight_bits))
     merge_batchnorms(model.image_encoder)
     if alpha is not None:
         equalize_activations(model.image_encoder, images, alpha)
@@ -61,18 +63,19 @@ def quantized_model(weights: Path, images: list[torch.Tensor], alpha: float | No
     return model
 
 
-def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0) -> tuple[LiteMedSAM, dict]:
+def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0,
+                           weight_bits: int = 8) -> tuple[LiteMedSAM, dict]:
     fmodel = build_lite_medsam(weights)
     fdec = fmodel.decoder()
     calib = calibration_set(n_calib)
     images = _tensors(calib)
     sets = {m: make_eval_set(fmodel, pairs) for m, pairs in held_out_sets().items()}
     steps = []
-    plain = quantized_model(weights, images, alpha=None)      # what equalization buys
+    plain = quantized_model(weights, images, alpha=None, weight_bits=weight_bits)   # what equalization buys
     steps.append({"step": "BatchNorm merged, per-channel int8 weights, percentile calibration",
                   "held_out": agreement_by_modality(plain.image_encoder, fdec, sets)})
     del plain
-    model = quantized_model(weights, images)
+    model = quantized_model(weights, images, weight_bits=weight_bits)
     enc = model.image_encoder
     current = agreement_by_modality(enc, fdec, sets)
     steps.append({"step": f"+ activation equalization (alpha {ALPHA})", "held_out": current})
@@ -100,7 +103,7 @@ def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0) 
                   "calibration (calibration_mode, percentile), bias correction (bias_correction_mode) "
                   "where it helps",
         "quantization": {
-            "weights": "int8 symmetric, per output channel (encoder and decoder)",
+            "weights": f"{weight_bits}-bit symmetric, narrow range, per output channel (encoder and decoder)",
             "activations": "8-bit per tensor on the inputs of every conv/linear/transposed conv and on "
                            "the q/k/v, softmax, hypernetwork and upscaled-embedding operands; signed "
                            "symmetric, except unsigned for the [0,1] image and the softmax output",

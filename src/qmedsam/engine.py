@@ -63,6 +63,15 @@ def _check_names(model, spec: GraphSpec) -> None:
                               f"(has {', '.join(sorted(got)) or 'none'}): re-export it with `make export`")
 
 
+def _compiled(job, model_dir: Path):
+    """The compiled model of a loading job, or :class:`EngineError` in one line."""
+    try:
+        return job.result()
+    except RuntimeError as e:
+        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
+
+
 def _tensor(array: np.ndarray):
     import openvino as ov
 
@@ -75,11 +84,14 @@ class Engine:
     low_res_masks (B,1,256,256) (and iou_predictions (B,1))."""
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None, threads: int = 0,
-                 hint: str = "LATENCY", float_precision: str = "auto", encoder: str = ENCODER.name):
+                 hint: str = "LATENCY", float_precision: str = "auto", encoder: str = ENCODER.name,
+                 fallback: str | None = None):
         """``float_precision``: 'auto' (OpenVINO's choice for the CPU, what the predictor ships
         with for int8), 'f32' or 'bf16', for the operations left in float; see
         :func:`float_ops_for`.  ``cache_dir`` must be usable (:func:`cache_problem`) or None.
-        ``encoder``: the file name (without ``.xml``) of the encoder graph in ``model_dir``."""
+        ``encoder``: the file name (without ``.xml``) of the encoder graph in ``model_dir``;
+        ``fallback``: another encoder graph to have at hand (:meth:`encode_with`,
+        :meth:`use_encoder`), loaded beside the others without holding up the first case."""
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
@@ -93,30 +105,65 @@ class Engine:
             config[hints.inference_precision] = float_precision
         if threads:
             config[props.inference_num_threads] = int(threads)
-        try:
-            # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the
-            # three graphs load side by side (OpenVINO releases the GIL while it loads).
-            with ThreadPoolExecutor(len(GRAPHS)) as pool:
-                specs = {g.name: ENCODERS[encoder] if g is ENCODER else g for g in GRAPHS}
-                jobs = {role: pool.submit(core.compile_model, str(model_dir / spec.files[0]), "CPU", config)
-                        for role, spec in specs.items()}
-                compiled = {role: job.result() for role, job in jobs.items()}
-        except RuntimeError as e:
-            first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-            raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
+        # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the graphs
+        # load side by side (OpenVINO releases the GIL while it loads).
+        pool = ThreadPoolExecutor(len(GRAPHS) + 1)
+        specs = {g.name: ENCODERS[encoder] if g is ENCODER else g for g in GRAPHS}
+
+        def load(spec: GraphSpec, cfg=config):
+            return pool.submit(core.compile_model, str(model_dir / spec.files[0]), "CPU", cfg)
+
+        jobs = {role: load(spec) for role, spec in specs.items()}
+        # The fallback is the float reference the int8 encoder is judged against: f32 arithmetic.
+        self._fallback = (fallback, load(ENCODERS[fallback], dict(config, **{hints.inference_precision: "f32"}))
+                          ) if fallback else None
+        pool.shutdown(wait=False)
+        compiled = {role: _compiled(job, model_dir) for role, job in jobs.items()}
         for role, spec in specs.items():
             _check_names(compiled[role], spec)
+        self._model_dir = model_dir
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
         self._compiled = compiled
-        self._enc = [compiled[ENCODER.name].create_infer_request() for _ in range(2)]
+        self.encoder = encoder                         # the encoder graph :meth:`encode` runs
+        self._encoders = {encoder: (compiled[ENCODER.name], self._requests(compiled[ENCODER.name]))}
         self._image = compiled[DECODER_IMAGE.name].create_infer_request()
         self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
         self._prepared = False
         self._next = 0
 
+    @staticmethod
+    def _requests(compiled) -> list:
+        return [compiled.create_infer_request() for _ in range(2)]
+
+    @property
+    def fallback(self) -> str | None:
+        """The other encoder graph at hand, if any."""
+        return self._fallback[0] if self._fallback else None
+
+    def _encoder(self, name: str):
+        """(compiled model, its two infer requests) of encoder graph ``name``."""
+        if name not in self._encoders:
+            if self.fallback != name:
+                raise EngineError(f"encoder {name} was not loaded (have {', '.join(self._encoders)})")
+            compiled = _compiled(self._fallback[1], self._model_dir)
+            _check_names(compiled, ENCODERS[name])
+            self._encoders[name] = (compiled, self._requests(compiled))
+        return self._encoders[name]
+
+    def use_encoder(self, name: str) -> None:
+        """Run encoder graph ``name`` (this one or the fallback) from the next :meth:`start_encode` on."""
+        self._compiled[ENCODER.name] = self._encoder(name)[0]
+        self.encoder = name
+
+    def encode_with(self, name: str, tensor: np.ndarray) -> np.ndarray:
+        """The embedding of ``tensor`` by encoder graph ``name``, whichever encoder is in use."""
+        req = self._encoder(name)[1][0]
+        req.infer({ENCODER.inputs[0]: tensor})
+        return req.get_tensor(ENCODER.outputs[0]).data.copy()
+
     def start_encode(self, tensor: np.ndarray):
         """Start encoding asynchronously; returns a handle for :meth:`finish_encode`."""
-        req = self._enc[self._next]
+        req = self._encoders[self.encoder][1][self._next]
         self._next ^= 1
         req.start_async({ENCODER.inputs[0]: tensor})
         return req

@@ -78,7 +78,10 @@ class ImageSession:
         if not self._set:
             raise NoImageError("decoding before an image is set: call set_image first")
         self.stats.decoder_calls += 1
-        return self.engine.decode(boxes, with_iou=with_iou)
+        out = self.engine.decode(boxes, with_iou=with_iou)
+        self.stats.boxes_decoded += len(boxes)
+        self.stats.tick()
+        return out
 
     def blocks(self, boxes: np.ndarray, with_iou: bool = False) -> Iterator[tuple[int, object]]:
         """(start, decoder output) for consecutive blocks of at most ``max_boxes`` of ``boxes``."""

@@ -20,14 +20,15 @@ from pathlib import Path
 
 from qmedsam.atomic import save_segs, save_text
 from qmedsam.cases import CaseError, load_case
-from qmedsam.encoder_choice import INT8_ENCODER, PRECISIONS, choose_encoder
+from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, PRECISIONS, choose_encoder
 from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
 from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit, peak_rss_bytes
 from qmedsam.model_dir import default_models, has_graph, model_dir
+from qmedsam.progress import CaseProgress
 from qmedsam.zoom import MAX_CROPS
 
 CACHE_NAME = ".qmedsam-cache"
-CSV_HEADER = "case,seconds,boxes,slices_encoded,crops_encoded,decoder_calls,peak_rss_mb,status\n"
+CSV_HEADER = "case,seconds,boxes,slices_encoded,crops_encoded,decoder_calls,peak_rss_mb,precision,status\n"
 
 
 def _env(name: str, default):
@@ -163,6 +164,9 @@ def start(args):
     encoder, why = choose_encoder(args.precision)
     if not has_graph(models, encoder):              # a models folder exported before the float encoder
         encoder, why = INT8_ENCODER, f"int8: {models} has no {encoder}.xml"
+    # --precision auto with the int8 encoder: the float one at hand for the guard (qmedsam.int8_guard)
+    fallback = FLOAT_ENCODER if args.precision == "auto" and encoder == INT8_ENCODER and has_graph(
+        models, FLOAT_ENCODER) else None
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if not cases:
         return cases, None
@@ -174,15 +178,24 @@ def start(args):
         from qmedsam.engine import Engine
 
         return Engine(models, cache, threads=args.threads, hint=args.hint,
-                      float_precision=float_ops, encoder=encoder)
+                      float_precision=float_ops, encoder=encoder, fallback=fallback)
 
     def report(engine):
         if args.verbose:
             _say(f"models ready {time.perf_counter() - t:.2f} s after start-up checks "
                  f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'}); "
-                 f"encoder {why}; float leftovers: {float_ops}")
+                 f"encoder {why}{'; guarded per case by the float encoder' if fallback else ''}; "
+                 f"float leftovers: {float_ops}")
 
     return cases, _EngineWhenReady(build, report)
+
+
+def _precision_of(args, engine, stats) -> str:
+    """'int8' or 'float': the encoder that ran the case (empty where none did)."""
+    if stats is None or not stats.encoder_passes:
+        return ""
+    name = stats.verdict.encoder if stats.verdict else engine.encoder
+    return "float" if name == FLOAT_ENCODER or args.precision == "fp32" else "int8"
 
 
 def main(argv=None) -> int:
@@ -200,6 +213,7 @@ def main(argv=None) -> int:
 
     limit = memory_limit()
     rows, failed = [], 0
+    show_progress = not args.quiet and sys.stderr.isatty()     # never in the organisers' logs
     for path in cases:
         t0 = time.perf_counter()
         n_boxes, status, stats = 0, "ok", None
@@ -209,9 +223,17 @@ def main(argv=None) -> int:
             h, w = case.image.shape[1:3] if case.is_3d else case.image.shape[:2]
             block = (auto_block_size(h, w, limit, current_rss_bytes()) if args.max_boxes == "auto"
                      else args.max_boxes)
-            seg, stats = segment_case(case, engine, Options(
-                max_boxes=block, mode_3d=args.mode_3d, overlap=args.overlap,
-                zoom_crops=args.zoom_crops if args.zoom == "auto" else 0))
+            progress = CaseProgress(path.name) if show_progress else None
+            try:
+                seg, stats = segment_case(case, engine, Options(
+                    max_boxes=block, mode_3d=args.mode_3d, overlap=args.overlap,
+                    zoom_crops=args.zoom_crops if args.zoom == "auto" else 0, guard=args.precision == "auto"),
+                    progress)
+            finally:
+                if progress is not None:
+                    progress.close()
+            if args.verbose and stats.verdict is not None:
+                _say(f"{path.name}: encoder {stats.verdict.reason}")
             save_segs(args.outputs / path.name, seg)
             if args.verbose and not rows and stats.first_embedding_at is not None:
                 from qmedsam.proc_clock import process_age
@@ -242,7 +264,8 @@ def main(argv=None) -> int:
             _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')}{zoomed} "
                  f"encoded, {seconds:.2f} s")
         rows.append(f"{path.name},{seconds:.3f},{n_boxes},{encoded},{crops},"
-                    f"{stats.decoder_calls if stats else 0},{peak_rss_bytes() / 2**20:.0f},{status}\n")
+                    f"{stats.decoder_calls if stats else 0},{peak_rss_bytes() / 2**20:.0f},"
+                    f"{_precision_of(args, engine, stats)},{status}\n")
         save_text(args.outputs / "efficiency.csv", CSV_HEADER + "".join(rows))
     _say(f"{_count(len(cases), 'case', 'cases')}: {len(cases) - failed} ok, {failed} failed, "
          f"{time.perf_counter() - t_start:.2f} s in all")

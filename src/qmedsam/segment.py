@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
+from qmedsam import int8_guard
 from qmedsam.cases import Case, box_xy
 from qmedsam.embedding_store import EmbeddingStore
 from qmedsam.image_session import EngineLike, ImageSession, Target
+from qmedsam.int8_guard import Verdict
 from qmedsam.masks import confidence_map, paste_mask, positive_bounds
 from qmedsam.model_spec import ENCODER
 from qmedsam.plan3d import fixed_plan, propagation_plan
@@ -31,6 +34,9 @@ class Options:
     store_budget: int = 512 * 2**20
     overlap: bool = True
     zoom_crops: int = MAX_CROPS        # 2D: at most this many crops for small boxes (0: no zoom)
+    # int8 encoder with the float one as the engine's fallback: probe each case first
+    # (qmedsam.int8_guard) and run it in float where int8 departs
+    guard: bool = False
 
 
 @dataclass
@@ -39,6 +45,14 @@ class Stats:
     encoded: list[int] = field(default_factory=list)     # slice indices, in encoding order
     crops_encoded: int = 0                                # 2D zoom canvases (encoder passes)
     first_embedding_at: float | None = None               # time.perf_counter() of the first embedding
+    verdict: Verdict | None = None                        # the guard's choice of encoder, if it ran
+    boxes_decoded: int = 0
+    planned: int = 0                                      # encoder passes the case will take (0: unknown)
+    progress: Callable[["Stats"], None] | None = None     # told as the work goes on (qmedsam.progress)
+
+    def tick(self) -> None:
+        if self.progress is not None:
+            self.progress(self)
 
     @property
     def slices_encoded(self) -> int:
@@ -55,6 +69,7 @@ class Stats:
     def note_encoded(self, z: int) -> None:
         self.note_embedding()
         self.encoded.append(z)
+        self.tick()
 
 
 @dataclass
@@ -81,6 +96,7 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
     ctx = _Context(engine, opts, stats)
     best = confidence_map(seg.shape)
     canvases, plain = zoom_canvases(*seg.shape, case.boxes, opts.zoom_crops)
+    stats.planned = int(len(plain) > 0) + len(canvases)
     if len(plain):
         tensor, geo = image_to_tensor(case.image)
         emb = engine.encode(tensor)
@@ -96,6 +112,7 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
             engine.release(ENCODER.name)
         stats.crops_encoded += 1
         stats.note_embedding()
+        stats.tick()
         _paste_canvas(ctx.session(emb, last), canvases[k], case.boxes, seg, best)
     return seg
 
@@ -145,6 +162,7 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndar
     geo = Geometry(*case.image.shape[1:])
     boxes256 = boxes_to_model(box_xy(case.boxes), geo)
     plan = fixed_plan(case.boxes)
+    stats.planned = len(plan)
     best = confidence_map(seg.shape[1:])           # each slice is visited once: one map, reset
     ctx = _Context(engine, opts, stats)
     for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats):
@@ -214,6 +232,7 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
     geo = Geometry(*case.image.shape[1:])
     base = boxes_to_model(box_xy(case.boxes), geo)[:, 0]
     plan = propagation_plan(case.boxes)
+    stats.planned = len(plan.slices)
     reused = plan.reused()
     # A slice is visited by both sweeps (different boxes): the confidence map covers the volume,
     # in f16 (2 bytes a voxel) since these modes are opt-in and a volume's map can be large.
@@ -260,8 +279,12 @@ def _merge_descending(order, store: EmbeddingStore, fresh_iter):
         yield (z, emb) if emb is not None else next(fresh)
 
 
-def segment_case(case: Case, engine, opts: Options) -> tuple[np.ndarray, Stats]:
-    stats = Stats()
+def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.ndarray, Stats]:
+    """The label map of ``case`` and its counters; ``progress`` (a function of the counters) is
+    told as the work goes on."""
+    stats = Stats(progress=progress)
+    if opts.guard and getattr(engine, "fallback", None):
+        stats.verdict = int8_guard.choose(case, engine, _Context(engine, opts, stats).session)
     if not case.is_3d:
         seg = segment_2d(case, engine, opts, stats)
     elif opts.mode_3d in ("propagate", "guided"):

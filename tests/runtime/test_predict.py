@@ -43,6 +43,11 @@ def test_sample_outputs_follow_the_contract(sample_outputs):
         assert segs.max() <= len(case.boxes)
     rows = (out / "efficiency.csv").read_text().splitlines()
     assert rows[0].startswith("case,seconds,boxes,slices_encoded") and len(rows) == len(inputs) + 1
+    # which encoder ran each case: the guard runs 2D images in float, 3D volumes as their probes say
+    precision = dict(zip((r.split(",")[0] for r in rows[1:]),
+                         (r.split(",")[rows[0].split(",").index("precision")] for r in rows[1:])))
+    assert all(precision[p.name] == "float" for p in inputs if p.name.startswith("2D"))
+    assert all(precision[p.name] in ("int8", "float") for p in inputs)
 
 
 def test_default_predictions_are_accurate_on_real_labels(sample_outputs):
@@ -225,12 +230,17 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
         monkeypatch.setattr(choice, "cpu_flags", lambda flags=flags: set(flags))
         out = tmp_path / name
         assert main(["-i", str(inputs), "-o", str(out), "-v", "--models", str(models), "--cache", "none"]) == 0
-        said[name] = next(line for line in capsys.readouterr().err.splitlines() if "models ready" in line)
+        err = capsys.readouterr().err
+        said[name] = next(line for line in err.splitlines() if "models ready" in line)
+        said[name + ", case"] = next((line for line in err.splitlines() if "2DBox_CT_0002.npz: encoder" in line), "")
         segs[name] = np.load(out / "2DBox_CT_0002.npz")["segs"]
-    assert "encoder float: this CPU has no AVX-512, VNNI or AMX" in said["avx2"]
-    assert "encoder int8: this CPU has fast int8" in said["vnni"]
+        segs[name + ", precision"] = (out / "efficiency.csv").read_text().splitlines()[1].split(",")[-2]
+    assert "encoder float: this CPU has no AVX-512, VNNI or AMX" in said["avx2"] and not said["avx2, case"]
+    assert "encoder int8: this CPU has fast int8" in said["vnni"] and "guarded per case" in said["vnni"]
+    assert "encoder float: a 2D image is one encoder pass" in said["vnni, case"]      # the guard's choice
     assert "encoder int8: " in said["avx2, older folder"] and "has no encoder_float.xml" in said["avx2, older folder"]
-    np.testing.assert_array_equal(segs["vnni"], segs["avx2, older folder"])
+    assert "guarded" not in said["avx2, older folder"]             # no float encoder at hand: no guard
+    assert [segs[f"{k}, precision"] for k in runs] == ["float", "float", "int8"]
     base = tmp_path / "float-base"                      # --precision fp32 reads BASE/fp32
     base.mkdir()
     (base / "fp32").symlink_to(fp32_dir)
@@ -239,8 +249,9 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
     fp32 = np.load(tmp_path / "fp32" / "2DBox_CT_0002.npz")["segs"]
     labels = range(1, int(fp32.max()) + 1)
     assert len(labels) > 3
-    agree = [dice(segs["avx2"] == k, fp32 == k) for k in labels]
-    assert np.mean(agree) > 0.97, agree          # the float model's masks (f16-stored weights: close, not equal)
+    for name in ("avx2", "vnni"):
+        agree = [dice(segs[name] == k, fp32 == k) for k in labels]
+        assert np.mean(agree) > 0.97, (name, agree)   # the float model's masks (f16-stored weights: close, not equal)
 
 
 def test_engine_binds_by_the_exported_names_and_refuses_others(tmp_path):

@@ -30,12 +30,16 @@ class QuantConfig:
     # and an unsigned quantizer after GELU clips its negative tail (measured: mask Dice
     # vs float 0.60, against 0.95 signed).
     range_aware_inputs: bool = False
+    # Weight bits (narrow range: |q| <= 2**(bits-1) - 1).  7 keeps every pair of u8 x s8 products
+    # within the 16-bit sums that int8 kernels without VNNI accumulate in (255 * 63 * 2 < 2**15).
+    weight_bits: int = 8
 
     # -- quantizer injectors -------------------------------------------------
     def _weight_quant(self):
         from brevitas.quant import Int8WeightPerChannelFloat, Int8WeightPerTensorFloat
 
-        return Int8WeightPerChannelFloat if self.weight_per_channel else Int8WeightPerTensorFloat
+        quant = Int8WeightPerChannelFloat if self.weight_per_channel else Int8WeightPerTensorFloat
+        return quant if self.weight_bits == 8 else quant.let(bit_width=self.weight_bits)
 
     def _input_act(self, kind: str = "signed"):
         """Quantizer for a layer input; ``kind`` is 'signed' or 'image' (values in [0, 1])."""

@@ -24,10 +24,11 @@ class Structure:
     # SmoothQuant-style scale nodes in front of every encoder layer (training.ptq.equalize_activations)
     equalized: bool = False
     float_layers: tuple[str, ...] = field(default_factory=tuple)   # names relative to the encoder
+    weight_bits: int = 8
 
     def config(self) -> QuantConfig:
         return QuantConfig(enabled=True, weight_per_channel=self.weight_per_channel,
-                           range_aware_inputs=self.range_aware_inputs)
+                           range_aware_inputs=self.range_aware_inputs, weight_bits=self.weight_bits)
 
     def as_dict(self) -> dict:
         return dict(asdict(self), float_layers=list(self.float_layers))

@@ -1,0 +1,137 @@
+"""``make bench-guard``: what the int8 guard's probes say against what int8 does to a whole case.
+
+For every 3D case (the labelled public volumes and their reslices, and MR volumes from nibabel's
+test files with Otsu-component boxes), in each CPU setting: the int8 encoder's segmentation and
+the float fallback's (the same engine, ``qmedsam.int8_guard``), their per-label agreement, their
+DSC against the ground truth where there is one, and the probe statistics of a few probe choices
+(lowest and pixel-weighted box Dice).  The guard's threshold is chosen from this table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.cpu import describe, run_setting, settings
+from qmedsam.cases import Case
+from qmedsam.engine import Engine, float_ops_for
+from qmedsam.int8_guard import MIN_PIXELS, probe_prompts, probe_pairs, probe_slices
+from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+from qmedsam.preprocess import Geometry
+from qmedsam.segment import Options, _Context, Stats, segment_case
+from qmedsam_eval.metrics import case_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBES = {"ends of smallest, 3": 3, "ends of smallest, 6": 6}
+
+
+def mr_volumes():
+    """MR volumes of nibabel's test files, boxes around the 3D components of an Otsu mask."""
+    import cv2
+    from scipy import ndimage
+
+    from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
+    from tools.modalities import CALIBRATION, load
+
+    for src in CALIBRATION:
+        if src.modality != "MR" or not src.file.endswith((".nii", ".nii.gz")):
+            continue
+        vol = np.stack([img for _, img in load(src)])
+        level, _ = cv2.threshold(vol.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        comps, n = ndimage.label(vol > level)
+        sizes = ndimage.sum_labels(np.ones_like(comps), comps, range(1, n + 1))
+        keep = [i + 1 for i in np.argsort(sizes)[::-1][:8] if sizes[i] >= 200]
+        labels = relabel_consecutive(np.where(np.isin(comps, keep), comps, 0))
+        yield Case(f"MR_{src.file.split('.')[0]}", vol, boxes_from_labels(labels))
+
+
+def label_agreement(a: np.ndarray, b: np.ndarray, n: int) -> float:
+    """Mean Dice over labels 1..n of two label maps (both empty: 1)."""
+    out = []
+    for lab in range(1, n + 1):
+        x, y = a == lab, b == lab
+        s = int(x.sum()) + int(y.sum())
+        out.append(1.0 if s == 0 else 2.0 * int(np.logical_and(x, y).sum()) / s)
+    return float(np.mean(out))
+
+
+def probe_stats(engine: Engine, case: Case, n: int) -> dict:
+    """Lowest and pixel-weighted int8-vs-float Dice of the boxes on ``n`` probe slices."""
+    zs = probe_slices(case.boxes, n)
+    session = _Context(engine, Options(), Stats()).session
+    inter = total = 0
+    dice = []
+    for a, b in probe_pairs(engine, ENCODER_FLOAT.name, case.image,
+                            probe_prompts(case.boxes, Geometry(*case.image.shape[1:]), zs), session):
+        na, nb, both = int(a.sum()), int(b.sum()), int(np.logical_and(a, b).sum())
+        inter, total = inter + both, total + na + nb
+        if max(na, nb) >= MIN_PIXELS:
+            dice.append(2.0 * both / (na + nb))
+    return {"lowest": min(dice) if dice else None, "weighted": 2.0 * inter / total if total else None}
+
+
+def measure(models: Path, samples: Path) -> dict:
+    from benchmarks.bench_prompting import cases
+
+    engine = Engine(models, float_precision=float_ops_for("auto"), fallback=ENCODER_FLOAT.name)
+    fp32 = Engine(models / "fp32", float_precision="f32")
+    labelled = [(c, gt, sp) for c, gt, sp in cases(samples) if c.is_3d]
+    rows = {}
+    for case, gt, spacing in [*labelled, *((c, None, None) for c in mr_volumes())]:
+        row = {"boxes": len(case.boxes), "slices": int(case.image.shape[0])}
+        segs = {}
+        for name in (ENCODER.name, ENCODER_FLOAT.name):
+            engine.use_encoder(name)
+            segs[name] = segment_case(case, engine, Options())[0]
+        engine.use_encoder(ENCODER.name)
+        row["agreement"] = label_agreement(segs[ENCODER.name], segs[ENCODER_FLOAT.name], len(case.boxes))
+        if gt is not None:
+            row["dsc"] = {"fp32": case_scores(gt, segment_case(case, fp32, Options())[0], spacing)[0],
+                          "int8": case_scores(gt, segs[ENCODER.name], spacing)[0],
+                          "fallback": case_scores(gt, segs[ENCODER_FLOAT.name], spacing)[0]}
+        row["probes"] = {k: probe_stats(engine, case, n) for k, n in PROBES.items()}
+        rows[case.name] = row
+        print(f"  {case.name}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def report(results: dict) -> None:
+    for setting, rows in results.items():
+        print(f"\n### {setting}\n")
+        print("| case | boxes | slices | int8 vs float (case) | DSC fp32 / int8 / fallback | "
+              + " | ".join(f"{k}: lowest / weighted" for k in PROBES) + " |")
+        print("|---|---:|---:|---:|---|" + "---|" * len(PROBES))
+        for case, r in rows.items():
+            d = r.get("dsc")
+            dsc = f"{d['fp32']:.4f} / {d['int8']:.4f} / {d['fallback']:.4f}" if d else "-"
+            probes = " | ".join(f"{_f(r['probes'][k]['lowest'])} / {_f(r['probes'][k]['weighted'])}" for k in PROBES)
+            print(f"| {case} | {r['boxes']} | {r['slices']} | {r['agreement']:.4f} | {dsc} | {probes} |")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
+    ap.add_argument("--measure", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.models, args.samples)))
+        return
+    print(f"CPU: {describe()}")
+    results = {}
+    for setting in settings():
+        print(f"measuring: {setting}", file=sys.stderr, flush=True)
+        results[setting] = run_setting("benchmarks.bench_guard", setting,
+                                       ["--models", str(args.models), "--samples", str(args.samples)])
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The run-time guard of ``--precision auto``: which encoder runs a case, int8 or float.
+
+int8 departs from float on few cases, but then by many points (small boxes, a structure's first
+and last slices, MR), and where it departs moves with the CPU.  So before a 3D case runs in
+int8, a few probe slices are encoded by both encoders and their boxes decoded against both
+embeddings; if any probed box's int8 mask agrees with its float mask by less than
+:data:`MIN_DICE`, the whole case runs with the float encoder.  A 2D image is one encoder pass,
+so a probe would cost more than running it in float: 2D cases run in float.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from qmedsam.cases import Case, box_xy
+from qmedsam.image_session import EngineLike
+from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+from qmedsam.plan3d import fixed_plan
+from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor
+
+PROBE_SLICES = 3          # probe slices per case (each: one float and one int8 encoder pass)
+MIN_DICE = 0.90           # lowest int8-vs-float mask Dice a probed box may have
+MIN_PIXELS = 8            # boxes whose masks are both smaller (256-space pixels) are not judged
+
+
+@dataclass(frozen=True)
+class Verdict:
+    encoder: str                  # the encoder graph that runs the case
+    reason: str
+    agreement: float | None = None    # the lowest probed box's mask Dice, None where none was judged
+    probes: tuple[int, ...] = ()      # the slices probed
+
+
+def probe_slices(boxes3d: np.ndarray, n: int = PROBE_SLICES) -> list[int]:
+    """Up to ``n`` slices where int8 is most likely to depart: the end slices of the boxes, the
+    smallest boxes (in xy) first, where a structure is thinnest."""
+    area = (boxes3d[:, 3] - boxes3d[:, 0]) * (boxes3d[:, 4] - boxes3d[:, 1])
+    picked: list[int] = []
+    for i in np.argsort(area, kind="stable"):
+        for z in (int(boxes3d[i, 2]), int(boxes3d[i, 5])):
+            if z not in picked and len(picked) < n:
+                picked.append(z)
+    return picked
+
+
+def probe_prompts(boxes3d: np.ndarray, geo: Geometry, zs: list[int]) -> dict[int, np.ndarray]:
+    """Slice -> the (B, 1, 4) model-space prompts of the boxes on it, for slices ``zs``."""
+    plan = fixed_plan(boxes3d)
+    boxes256 = boxes_to_model(box_xy(boxes3d), geo)
+    return {z: boxes256[np.asarray(plan[z])] for z in zs}
+
+
+def probe_pairs(engine: EngineLike, float_encoder: str, volume: np.ndarray, prompts: dict[int, np.ndarray],
+                session):
+    """Yield (int8 mask, float mask) of every prompt of each slice of ``prompts`` (slice -> (B, 1, 4)
+    model-space boxes; ``session``: embedding -> an :class:`~qmedsam.image_session.ImageSession`
+    set on it), in the image's valid window."""
+    for z, boxes in prompts.items():
+        tensor, geo = image_to_tensor(volume[z])
+        h, w = geo.resized
+        masks = [[logits[:h, :w] > 0 for _, logits in session(emb).masks(boxes)]
+                 for emb in (engine.encode(tensor), engine.encode_with(float_encoder, tensor))]
+        yield from zip(*masks)
+
+
+def box_dice(pairs) -> list[float]:
+    """Mask Dice of each (int8, float) pair, leaving out those where both masks are smaller than
+    :data:`MIN_PIXELS` (a few pixels' difference would decide)."""
+    out = []
+    for a, b in pairs:
+        na, nb = int(a.sum()), int(b.sum())
+        if max(na, nb) >= MIN_PIXELS:
+            out.append(2.0 * int(np.logical_and(a, b).sum()) / (na + nb))
+    return out
+
+
+def judge(agreement: float | None, int8: str, float_encoder: str, zs: list[int]) -> Verdict:
+    if agreement is None or agreement >= MIN_DICE:
+        shown = "no probed mask large enough to judge" if agreement is None else f"lowest {agreement:.3f}"
+        return Verdict(int8, f"int8: probe slices {zs} agree with float ({shown})", agreement, tuple(zs))
+    return Verdict(float_encoder, f"float: probe slices {zs} disagree with int8 (lowest mask Dice "
+                                  f"{agreement:.3f} < {MIN_DICE})", agreement, tuple(zs))
+
+
+def choose(case: Case, engine, session) -> Verdict:
+    """Which encoder runs ``case`` (see the module's doc) on an engine holding the int8 encoder
+    and the float one as its fallback; the engine is left set to it."""
+    engine.use_encoder(ENCODER.name)
+    if not case.is_3d:
+        verdict = Verdict(ENCODER_FLOAT.name, "float: a 2D image is one encoder pass, less than a probe costs")
+    elif len(case.boxes) == 0:
+        verdict = Verdict(ENCODER.name, "int8: no boxes")
+    else:
+        zs = probe_slices(case.boxes)
+        prompts = probe_prompts(case.boxes, Geometry(*case.image.shape[1:]), zs)
+        dice = box_dice(probe_pairs(engine, ENCODER_FLOAT.name, case.image, prompts, session))
+        verdict = judge(min(dice) if dice else None, ENCODER.name, ENCODER_FLOAT.name, zs)
+    engine.use_encoder(verdict.encoder)
+    return verdict

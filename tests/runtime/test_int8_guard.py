@@ -1,0 +1,150 @@
+"""The int8 guard (qmedsam.int8_guard): probe choice, the judgement, and the switch of encoder,
+with a scripted two-encoder stand-in; and the real engine's fallback encoder."""
+import numpy as np
+import pytest
+
+from conftest import MODELS
+from qmedsam import int8_guard
+from qmedsam.cases import Case
+from qmedsam.engine import Engine, EngineError
+from qmedsam.image_session import ImageSession
+from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+from qmedsam.segment import Options, Stats, segment_case
+
+
+def test_probe_slices_are_the_ends_of_the_smallest_boxes_first():
+    boxes = np.array([[0, 0, 2, 100, 100, 20],      # large
+                      [10, 10, 5, 20, 20, 9],       # smallest
+                      [0, 0, 9, 50, 50, 30]])       # middle-sized: z 9 already picked
+    assert int8_guard.probe_slices(boxes, 3) == [5, 9, 30]
+    assert int8_guard.probe_slices(boxes, 10) == [5, 9, 30, 2, 20]
+    assert int8_guard.probe_slices(boxes[:1], 3) == [2, 20]
+
+
+def test_box_dice_leaves_out_boxes_whose_masks_are_both_tiny():
+    a = np.zeros((32, 32), bool)
+    b = a.copy()
+    a[:4, :4] = True                  # 16 px
+    b[:4, :2] = True                  # 8 px
+    tiny = np.zeros_like(a)
+    tiny[0, :3] = True
+    assert int8_guard.box_dice([(a, b), (tiny, np.zeros_like(a))]) == [pytest.approx(16 / 24)]
+
+
+def test_judge_keeps_int8_at_or_above_the_threshold_and_falls_back_below():
+    t = int8_guard.MIN_DICE
+    assert int8_guard.judge(t, "i", "f", [1]).encoder == "i"
+    assert int8_guard.judge(None, "i", "f", [1]).encoder == "i"
+    low = int8_guard.judge(t - 0.01, "i", "f", [1, 2])
+    assert low.encoder == "f" and "[1, 2]" in low.reason and low.agreement == t - 0.01
+
+
+class TwoEncoders:
+    """Each encoder's embedding is a constant (int8: ``shift``, float: 0); a box decodes to its
+    own rectangle, shrunk by the embedding's value in pixels, so a shift makes int8 masks smaller."""
+
+    def __init__(self, shift: float):
+        self.shift = shift
+        self.encoder, self.fallback = ENCODER.name, ENCODER_FLOAT.name
+        self.encoded = {ENCODER.name: 0, ENCODER_FLOAT.name: 0}
+        self._emb = 0.0
+
+    def use_encoder(self, name):
+        self.encoder = name
+
+    def _embed(self, name):
+        self.encoded[name] += 1
+        return np.full((1, 256, 64, 64), self.shift if name == ENCODER.name else 0.0, np.float32)
+
+    def encode_with(self, name, tensor):
+        return self._embed(name)
+
+    def start_encode(self, tensor):
+        return tensor
+
+    def finish_encode(self, handle):
+        return self._embed(self.encoder)
+
+    def encode(self, tensor):
+        return self.finish_encode(tensor)
+
+    def prepare(self, emb):
+        self._emb = float(emb.flat[0])
+
+    def release(self, graph):
+        pass
+
+    def decode(self, boxes, with_iou=False):
+        out = np.full((len(boxes), 1, 256, 256), -1.0, np.float32)
+        s = int(self._emb)
+        for k, (x0, y0, x1, y1) in enumerate(boxes[:, 0].astype(int)):
+            out[k, 0, y0 + s:y1 - s, x0 + s:x1 - s] = 1.0
+        return (out, np.ones(len(boxes), np.float32)) if with_iou else out
+
+
+def _volume_case():
+    vol = np.random.default_rng(0).integers(0, 255, (12, 64, 64), dtype=np.uint8)
+    return Case("3DBox_MR_0001.npz", vol, np.array([[8, 8, 2, 40, 40, 9], [4, 4, 5, 60, 60, 11]]))
+
+
+@pytest.mark.parametrize("shift, expected", [(0, ENCODER.name), (1, ENCODER.name), (12, ENCODER_FLOAT.name)])
+def test_a_3d_case_runs_in_float_only_where_its_probes_disagree(shift, expected):
+    eng = TwoEncoders(shift)
+    seg, stats = segment_case(_volume_case(), eng, Options(guard=True))
+    assert stats.verdict.encoder == expected == eng.encoder
+    assert stats.verdict.probes == (2, 9, 5)
+    # the probes are encoded by both encoders; the case itself by the chosen one, each slice once
+    other = ENCODER_FLOAT.name if expected == ENCODER.name else ENCODER.name
+    assert eng.encoded[expected] == 3 + stats.slices_encoded and eng.encoded[other] == 3
+    assert stats.slices_encoded == 10 and seg.max() == 2
+
+
+def test_a_2d_case_runs_in_float_and_the_next_case_starts_from_int8_again():
+    eng = TwoEncoders(0)
+    img = np.zeros((64, 64, 3), np.uint8)
+    _, stats = segment_case(Case("2DBox_MR_0001.npz", img, np.array([[4, 4, 40, 40]])), eng, Options(guard=True))
+    assert stats.verdict.encoder == ENCODER_FLOAT.name and eng.encoded == {ENCODER.name: 0, ENCODER_FLOAT.name: 1}
+    _, stats = segment_case(_volume_case(), eng, Options(guard=True))
+    assert stats.verdict.encoder == ENCODER.name
+
+
+def test_without_the_guard_or_a_fallback_the_engine_is_left_alone():
+    eng = TwoEncoders(12)
+    _, stats = segment_case(_volume_case(), eng, Options())
+    assert stats.verdict is None and eng.encoded[ENCODER_FLOAT.name] == 0
+    eng.fallback = None
+    _, stats = segment_case(_volume_case(), eng, Options(guard=True))
+    assert stats.verdict is None
+
+
+@pytest.fixture(scope="module")
+def guarded_engine():
+    return Engine(MODELS, float_precision="f32", fallback=ENCODER_FLOAT.name)
+
+
+def test_the_fallback_encoder_is_the_float_encoder(guarded_engine):
+    x = np.random.default_rng(1).random((1, 3, 256, 256), dtype=np.float32)
+    float_only = Engine(MODELS, float_precision="f32", encoder=ENCODER_FLOAT.name)
+    np.testing.assert_array_equal(guarded_engine.encode_with(ENCODER_FLOAT.name, x), float_only.encode(x))
+    int8 = guarded_engine.encode(x)
+    guarded_engine.use_encoder(ENCODER_FLOAT.name)
+    try:
+        np.testing.assert_array_equal(guarded_engine.encode(x), float_only.encode(x))
+        assert not np.array_equal(int8, guarded_engine.encode(x))
+    finally:
+        guarded_engine.use_encoder(ENCODER.name)
+    np.testing.assert_array_equal(guarded_engine.encode(x), int8)
+
+
+def test_an_encoder_not_loaded_is_refused():
+    with pytest.raises(EngineError, match="was not loaded"):
+        Engine(MODELS, float_precision="f32").use_encoder(ENCODER_FLOAT.name)
+
+
+def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine):
+    case = _volume_case()
+    zs = [2, 9]                     # slice 2 holds the first box, slice 9 both
+    prompts = int8_guard.probe_prompts(case.boxes, int8_guard.Geometry(64, 64), zs)
+    session = lambda emb: ImageSession(guarded_engine, 8, Stats()).set_image(emb)   # noqa: E731
+    pairs = list(int8_guard.probe_pairs(guarded_engine, ENCODER_FLOAT.name, case.image, prompts, session))
+    assert len(pairs) == 1 + 2 and all(a.shape == b.shape == (256, 256) for a, b in pairs)
