@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks.cpu import describe, settings, settings_note
 from qmedsam.encoder_choice import INT8_ENCODER, choose_encoder
+from tools.synthetic_cases import large_case, one_box_case
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "f0108c7"       # the runtime before the factored decoder (the layout change kept it byte-equal)
@@ -51,28 +52,6 @@ def run_case(predict_sh: Path, case: Path, work: Path, env: dict, *options: str)
         row = list(csv.DictReader(f))[-1]
     first = re.search(r"first encoder output ([\d.]+) s", proc.stderr)
     return {"wall": wall, "rss": float(row["peak_rss_mb"]), "first": float(first.group(1)) if first else float("nan")}
-
-
-def large_case(folder: Path, h: int, w: int, n: int, seed: int) -> Path:
-    """A big RGB image tiled from the nuclei sample, with n boxes around real nuclei-sized blobs."""
-    rng = np.random.default_rng(seed)
-    base = np.load(ROOT / "samples" / "inputs" / "2DBox_Microscope_0003.npz")["imgs"]
-    reps = (-(-h // base.shape[0]), -(-w // base.shape[1]), 1)
-    img = np.tile(base, reps)[:h, :w]
-    x0 = rng.integers(0, w - 200, n)
-    y0 = rng.integers(0, h - 200, n)
-    size = rng.integers(20, 200, (n, 2))
-    boxes = np.stack([x0, y0, x0 + size[:, 0], y0 + size[:, 1]], axis=1)
-    path = folder / f"2DBox_Large_{h}x{w}_{n}.npz"
-    np.savez_compressed(path, imgs=img, boxes=boxes)
-    return path
-
-
-def one_box_case(folder: Path) -> Path:
-    src = np.load(ROOT / "samples" / "inputs" / "2DBox_CT_0002.npz")
-    path = folder / "2DBox_OneBox_0001.npz"
-    np.savez_compressed(path, imgs=src["imgs"], boxes=src["boxes"][:1])
-    return path
 
 
 class Baseline:

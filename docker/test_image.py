@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
-from benchmarks.bench_predict import large_case  # noqa: E402
+from tools.synthetic_cases import large_case  # noqa: E402
 from qmedsam.model_spec import shipped_files  # noqa: E402
 from qmedsam_eval.timing import time_cases  # noqa: E402
 

@@ -4,11 +4,9 @@ glibc gives each thread that allocates concurrently an arena of its own, and mem
 one arena is not reused by the others.  The predictor allocates from several threads (the
 model-loading thread, OpenVINO's inference threads, the main thread), so the per-box decoder's
 scratch landed on fresh pages while the per-image step's freed scratch sat in another arena.
-Measured with `make bench-predict`'s cases on 2 cores, warm cache, interleaved medians of 5
-(AMD EPYC, AVX-512 VNNI/bf16): peak RSS of the 1-box case 370 -> 353 MB and of the 125-box
-sample 568 -> 521 MB; wall time 0.710 -> 0.724 s and 1.512 -> 1.524 s (within the runs'
-spread).  Also returning freed memory at once (``M_TRIM_THRESHOLD`` 0) saved nothing more and
-cost 0.08 s, so it is not set.
+It lowers peak RSS at no measured cost in time (figures in the README,
+"Predictor"); returning freed memory at once as well (``M_TRIM_THRESHOLD`` 0) saved nothing
+more and cost time, so it is not set.
 
 Call :func:`single_arena` before the first worker thread starts.  On a C library without
 ``mallopt`` (not glibc) it does nothing and says so by returning False.

@@ -10,12 +10,6 @@ grow until at most ``max_crops`` are needed: the time budget, since a crop costs
 encoder pass (about one 3D slice's worth; sparse crops share passes, see below).  Boxes that are
 not small stay on the plain path (the whole image encoded once).
 
-Measured (int8, in-process, `make bench-prompting`): a 1920x2560 fluorescence image with 241
-labelled nuclei goes from DSC 0.12 (plain, 1.6 s) to 0.73 with the default budget (12 crops used,
-3.8 s, 2.3x), 0.76 with 20 crops (2.85x), 0.78 with 24 (3.5x); the 512x512 nuclei sample, where
-only a few boxes are that small, gains a little (0.794 -> 0.809).  Thresholds tried on those two
-cases: SMALL_PX 6 / 8 and TARGET_PX 24 / 32 / 48.
-
 **Sharing encoder passes** (:func:`fit_tiles`, :func:`pack`).  A crop whose few boxes sit in a
 corner of its cell does not need a pass of its own: cut to its boxes plus :data:`CONTEXT` median
 box sides around them, it is *sparse* when that window, at its crop's zoom, fits a quarter of the
@@ -23,13 +17,8 @@ canvas (:data:`SPARSE_TILE` px a side); sparse windows are then zoomed by :data:
 that and shelf-packed side by side into shared 256x256 canvases, one encoder pass per canvas.
 Dense crops (a full cell of boxes) keep their whole cell and a canvas each, as before.  Zoom
 spends at most one canvas per :data:`SMALL_BOXES_PER_PASS` small boxes (:func:`zoom_canvases`);
-over that, all tiles are zoomed less until they fit.  Measured (int8, in-process, AVX-512 VNNI
-EPYC; DSC, encoder passes incl. the plain image): the 512x512 nuclei sample 0.8366 / 6 (one crop
-per pass) -> 0.8395 / 3 (packed) -> 0.8443 / 2 (packed, pass budget; zoom off: 0.8223 / 1); the
-tiled 241-nuclei image unchanged (0.7338 / 12: its crops are dense and its budget is not
-binding); the 241 random boxes of `make bench-predict`'s 1920x2560 case 17 -> 3 passes.  Tried
-on those cases: CONTEXT 0.75 / 1 / 1.5 / 2, SPARSE_TILE 100 / 128 / 256 (256: dense crops cut
-too, -2.5 DSC on the tiled image), SPARSE_ZOOM 0.5 / 0.67 / 1.
+over that, all tiles are zoomed less until they fit.  The thresholds were chosen by measurement
+on the public nuclei cases (README, "Zoom: how its thresholds were chosen").
 """
 from __future__ import annotations
 

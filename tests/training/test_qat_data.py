@@ -11,7 +11,7 @@ from training.data.index import build_index, modality_for
 from training.data.sampler import BalancedSampler, samples_per_modality
 from training.qat.losses import (dice_loss, distillation_loss, focal_loss, mask_iou,
                                  segmentation_loss)
-from training.qat.train import lr_factor
+from training.qat.config import lr_factor
 
 
 def write_tree(root, n2d=6, n3d=4, seed=0):

@@ -9,7 +9,10 @@ from test_qat_data import write_tree
 from training.data.dataset import Augment, SliceDataset
 from training.data.index import build_index
 from training.qat.student import build_student, trainable_parts
-from training.qat.train import build_stage, calibrate, collate, export_record, load_config, train_stage
+from training.qat.config import load_config
+from training.qat.stage import build_stage, calibrate, collate
+from training.qat.stage_files import export_record
+from training.qat.train import train_stage
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import manifest_float_layers
 from training.model.surgery import ENCODER_GROUPS, group_of, layers_in_groups, quant_leaves
-from training.qat.train import CONFIGS
+from training.qat.config import CONFIGS
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,8 @@ costs about as much as one box of the plain decoder.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,6 +60,35 @@ STATE_OUTPUTS = [name for _, name in WIDE] + ["cols"]
 assert [f"state_{n}" for n in STATE_OUTPUTS] == list(DECODER_STATE), "runtime and graph disagree"
 
 
+@dataclass(frozen=True)
+class DecoderParts:
+    """The pieces of LiteMedSAM's mask decoder the factored graphs compute with, by role: the one
+    place that knows the decoder's attribute layout (:func:`decoder_parts`)."""
+
+    block1: nn.Module               # the two-way transformer's blocks
+    block2: nn.Module
+    final_attn: nn.Module           # the last token->image attention and its norm
+    final_norm: nn.Module
+    upscale1: nn.Module             # ConvTranspose2d, LayerNorm2d, GELU, ConvTranspose2d, GELU
+    upscale_norm: nn.Module
+    upscale_act: nn.Module
+    upscale2: nn.Module
+    upscale_act2: nn.Module
+    hypernetwork: nn.Module         # the single-mask output's MLP
+    iou_head: nn.Module
+    iou_token: nn.Module            # the output tokens' embeddings
+    mask_tokens: nn.Module
+
+
+def decoder_parts(model) -> DecoderParts:
+    md = model.mask_decoder
+    up = md.output_upscaling
+    block1, block2 = md.transformer.layers
+    return DecoderParts(block1, block2, md.transformer.final_attn_token_to_image, md.transformer.norm_final_attn,
+                        up[0], up[1], up[2], up[3], up[4], md.output_hypernetworks_mlps[0], md.iou_prediction_head,
+                        md.iou_token, md.mask_tokens)
+
+
 def _w(layer):
     return layer.weight, layer.bias
 
@@ -81,9 +112,9 @@ def _centred_groups(m: torch.Tensor, width: int) -> torch.Tensor:
     return (g - g.mean(-1, keepdim=True)).flatten(-2)
 
 
-def _centred_upscale(upscaling: nn.Sequential) -> torch.Tensor:
+def _centred_upscale(convt: nn.Module) -> torch.Tensor:
     """The first transposed convolution's per-pixel map, centred per sub-pixel's channels."""
-    return _centred_groups(_upscale_matrix(upscaling[0]), upscaling[0].out_channels)
+    return _centred_groups(_upscale_matrix(convt), convt.out_channels)
 
 
 class DecoderImageState(nn.Module):
@@ -92,9 +123,8 @@ class DecoderImageState(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        md, pe = model.mask_decoder, model.prompt_encoder
-        l0, l1 = md.transformer.layers
-        fin = md.transformer.final_attn_token_to_image
+        pe, d = model.prompt_encoder, decoder_parts(model)
+        l0, l1, fin = d.block1, d.block2, d.final_attn
         t2i, i2t = l0.cross_attn_token_to_image, l0.cross_attn_image_to_token
         t2i2, i2t2 = l1.cross_attn_token_to_image, l1.cross_attn_image_to_token
         g4 = l0.norm4.weight
@@ -108,7 +138,7 @@ class DecoderImageState(nn.Module):
                 "x0c": [wo1, col(bo1)],
                 "b1": [t2i2.k_proj.weight.T, t2i2.v_proj.weight.T, i2t2.q_proj.weight.T],
                 "b1c": [g4[:, None] * wo1, col(g4), col(bo1 * g4), col(l0.norm4.bias), wo2, col(bo2)],
-                "b2": [fin.k_proj.weight.T, fin.v_proj.weight.T, _centred_upscale(md.output_upscaling)],
+                "b2": [fin.k_proj.weight.T, fin.v_proj.weight.T, _centred_upscale(d.upscale1)],
             }
             for group, parts in _GROUPS.items():
                 cols = []
@@ -170,6 +200,65 @@ def _grouped_softmax(scores: torch.Tensor, groups: torch.Tensor) -> torch.Tensor
     return e / (e @ groups)
 
 
+@dataclass
+class ImageSide:
+    """A block's image tokens for a batch of boxes, never materialised: ``scale * B + sum(coef @ rows)``
+    with ``B`` a per-image matrix (its products are in the state), ``scale`` (B, N) per box and
+    image token (None: 1) and ``low`` the low-rank per-box terms, (coef (B, N, r), rows (B, r, 256))."""
+
+    scale: torch.Tensor | None = None
+    low: list = field(default_factory=list)
+
+
+def token_to_image(attn, tokens, tpe, keys, values, key_shift=None, side: ImageSide = ImageSide(),
+                   value_shift=None) -> torch.Tensor:
+    """Token->image attention against image keys ``scale * keys + key_shift + L Wk^T`` and values
+    ``scale * values + (L + value_shift) Wv^T + bias`` (``L``: the side's low-rank terms), without
+    forming them per box: scores (B, 56, N) are taken term by term, the softmax over the 4,096 keys."""
+    q = _block_diag(_heads(attn.q_proj(tokens + tpe))).transpose(1, 2)          # (B, 56, 128)
+    scores = q @ keys.T                                                           # (B, 56, N)
+    if side.scale is not None:
+        scores = side.scale[:, None, :] * scores
+    if key_shift is not None:
+        scores = scores + q @ key_shift.T
+    for coef, rows in side.low:
+        scores = scores + (q @ (rows @ attn.k_proj.weight.T).transpose(1, 2)) @ coef.transpose(1, 2)
+    probs = (scores * 0.25).softmax(dim=-1)
+    out = (probs if side.scale is None else probs * side.scale[:, None, :]) @ values   # (B, 56, 128)
+    for coef, rows in side.low:
+        out = out + (probs @ coef) @ (rows @ attn.v_proj.weight.T)
+    bias = attn.v_proj.bias if value_shift is None else attn.v_proj(value_shift)
+    return attn.out_proj(_diag_blocks(out) + bias)                                # probabilities sum to 1
+
+
+def image_to_token(attn, tokens, tpe, groups, queries, query_shift=None, side: ImageSide = ImageSide()):
+    """Image->token attention: per image token, a softmax over each head's 7 tokens, with image
+    queries ``scale * queries + query_shift + L Wq^T``.  Returns the probabilities (B, N, 56), the
+    rows they weight (B, 56, 256: ``out_proj`` of each token value, without its bias) and the
+    block-diagonal token values (B, 128, 56)."""
+    k = _block_diag(_heads(attn.k_proj(tokens + tpe)))                          # (B, 128, 56)
+    scores = queries @ k                                                          # (B, N, 56)
+    if side.scale is not None:
+        scores = side.scale[..., None] * scores
+    if query_shift is not None:
+        scores = scores + query_shift @ k
+    for coef, rows in side.low:
+        scores = scores + coef @ ((rows @ attn.q_proj.weight.T) @ k)
+    probs = _grouped_softmax(scores * 0.25, groups)
+    values = _heads(attn.v_proj(tokens))
+    w_out = attn.out_proj.weight.unflatten(1, (HEADS, -1))                      # (256, H, 16)
+    return probs, torch.einsum("bthd,chd->bhtc", values, w_out).flatten(1, 2), _block_diag(values)
+
+
+def _centred(x):
+    return x - x.mean(-1, keepdim=True)
+
+
+def _quad(a, gram, b=None):
+    """Per token ``a G b^T`` for (B, N, k) coefficients and a (B, k, k) Gram block (``b``: ``a``)."""
+    return ((a @ gram) * (a if b is None else b)).sum(-1)
+
+
 class DecoderBoxes(nn.Module):
     """(per-image state tensors, boxes (B, 1, 4)) -> low-res logits (B, 1, 256, 256)
     and the IoU prediction of the single-mask output (B, 1).
@@ -177,40 +266,39 @@ class DecoderBoxes(nn.Module):
     Laid out for a CPU: every large product is a plain (batched) matmul with a per-image
     (4096, 128) operand or a per-box (4096, r) one; head-wise products use block-diagonal
     token matrices (:func:`_block_diag`), and the up-scaling runs per pixel, channels last,
-    with the second transposed convolution as a matmul too."""
+    with the second transposed convolution as a matmul too.
+
+    Each image->token attention adds, per image token, ``A @ rows`` with each head's
+    probabilities ``A`` summing to 1 over its 7 tokens, so a constant vector ``v`` folds into the
+    rows as ``v / H``; every LayerNorm of the image side then leaves it as an :class:`ImageSide`
+    whose mean and variance per token come from the state's dot products and small Gram blocks."""
 
     def __init__(self, model):
         super().__init__()
-        self.md = model.mask_decoder
+        self.md = model.mask_decoder          # registered, so that its weights are the graph's
         self.pe = model.prompt_encoder
-        md = self.md
-        l1 = md.transformer.layers[1]
-        fin = md.transformer.final_attn_token_to_image
-        up1, up2 = md.output_upscaling[0], md.output_upscaling[3]
-        l0 = md.transformer.layers[0]
+        d = decoder_parts(model)
+        self.d = d
         with torch.no_grad():
             pos = self.pe.dense_pe().flatten(2).transpose(1, 2)[0]
+            shift1, shift2 = d.block1.norm4.bias, d.block2.norm4.bias
             # Constant parts of the later blocks' image keys/queries: the positional encoding and
             # the preceding LayerNorm's shift (the same for every image and box).
-            self.register_buffer("kp2", F.linear(pos + l0.norm4.bias, *_w(l1.cross_attn_token_to_image.k_proj)).clone())
-            self.register_buffer("qp2", F.linear(pos + l0.norm4.bias, *_w(l1.cross_attn_image_to_token.q_proj)).clone())
-            self.register_buffer("kp3", F.linear(pos + l1.norm4.bias, *_w(fin.k_proj)).clone())
+            self.register_buffer("kp2", F.linear(pos + shift1, *_w(d.block2.cross_attn_token_to_image.k_proj)).clone())
+            self.register_buffer("qp2", F.linear(pos + shift1, *_w(d.block2.cross_attn_image_to_token.q_proj)).clone())
+            self.register_buffer("kp3", F.linear(pos + shift2, *_w(d.final_attn.k_proj)).clone())
             # transposed convolutions as per-pixel maps with columns (ky, kx, channel)
             # centred per sub-pixel (see _centred_groups): the up-scaling LayerNorm is an RMS norm
-            self.register_buffer("t1", _centred_upscale(md.output_upscaling).clone())
-            t1_bias = up1.bias.repeat(4) + l1.norm4.bias @ _upscale_matrix(up1)
-            self.register_buffer("t1_bias", _centred_groups(t1_bias, up1.out_channels).clone())
-            self.register_buffer("t2", _upscale_matrix(up2).clone())
-            self.register_buffer("t2_bias", up2.bias.repeat(4).clone())
+            self.register_buffer("t1", _centred_upscale(d.upscale1).clone())
+            t1_bias = d.upscale1.bias.repeat(4) + shift2 @ _upscale_matrix(d.upscale1)
+            self.register_buffer("t1_bias", _centred_groups(t1_bias, d.upscale1.out_channels).clone())
+            self.register_buffer("t2", _upscale_matrix(d.upscale2).clone())
+            self.register_buffer("t2_bias", d.upscale2.bias.repeat(4).clone())
             self.register_buffer("groups", torch.block_diag(*[torch.ones(TOKENS, TOKENS)] * HEADS))
 
     def forward(self, *inputs: torch.Tensor):
         """``inputs``: the per-image state (:data:`STATE_OUTPUTS`, as DecoderImageState returns
         it), then the boxes."""
-        md = self.md
-        l0, l1 = md.transformer.layers
-        fin = md.transformer.final_attn_token_to_image
-        boxes = inputs[-1]
         state = dict(zip(STATE_OUTPUTS, inputs[:-1]))
 
         def part(name):
@@ -218,109 +306,83 @@ class DecoderBoxes(nn.Module):
                 return state[name][0]
             i = COLUMNS.index(name)
             return state["cols"][0][:, i:i + 1]
+        tokens = tpe = self._prompt_tokens(inputs[-1])
+        tokens, side1, first = self._block1(tokens, tpe, part)
+        tokens, side2 = self._block2(tokens, tpe, part, side1, first)
+        hs = self.d.final_norm(tokens + token_to_image(self.d.final_attn, tokens, tpe, part("kb3"), part("vb3"),
+                                                       self.kp3, side2, self.d.block2.norm4.bias))
+        return self._masks(hs, part, side2)
+
+    def _prompt_tokens(self, boxes):
+        """The output tokens and the boxes' two corner embeddings (B, 7, 256); they are also the
+        tokens' positional term throughout."""
         sparse, _ = self.pe(boxes)
-        b = sparse.shape[0]
-        out_tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
-        tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
-        tpe = tokens
+        out_tokens = torch.cat([self.d.iou_token.weight, self.d.mask_tokens.weight], dim=0)
+        return torch.cat([out_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
 
-        def token_to_image(attn, tokens, k_img, v_img, k_pos=None, scale=None, low=(), v_shift=None):
-            """Token->image attention on image keys ``scale * k_img + k_pos + L Wk^T`` and values
-            ``scale * v_img + (L + v_shift) Wv^T + bias``, L = sum of coef @ rows over ``low``:
-            never materialised per box.  Scores are (B, 56, N), the softmax over the last axis."""
-            q = _block_diag(_heads(attn.q_proj(tokens + tpe))).transpose(1, 2)     # (B, 56, 128)
-            scores = q @ k_img.T                                                      # (B, 56, N)
-            if scale is not None:
-                scores = scale[:, None, :] * scores
-            if k_pos is not None:
-                scores = scores + q @ k_pos.T
-            for coef, rows in low:
-                scores = scores + (q @ (rows @ attn.k_proj.weight.T).transpose(1, 2)) @ coef.transpose(1, 2)
-            pm = (scores * 0.25).softmax(dim=-1)                                      # over the 4,096 keys
-            full = (pm if scale is None else pm * scale[:, None, :]) @ v_img         # (B, 56, 128)
-            for coef, rows in low:
-                full = full + (pm @ coef) @ (rows @ attn.v_proj.weight.T)
-            bias = attn.v_proj.bias if v_shift is None else attn.v_proj(v_shift)
-            return attn.out_proj(_diag_blocks(full) + bias)                         # probabilities sum to 1
+    def _block1(self, tokens, tpe, part):
+        """Block 1, whose image side is the image itself (per-image keys k1, values v1, queries q1).
+        Returns the tokens, the image side after its LayerNorm (``X1 = s1 * B1 + (s1 A1) @ P1 + shift``,
+        ``B1 = X0c * gain`` per image, the shift left to the constants), and what block 2's variance
+        needs of block 1: (A1, its rows U1, token values, centred rows P0)."""
+        b = self.d.block1
+        tokens = b.norm1(b.self_attn(tokens, tokens, tokens))
+        tokens = b.norm2(tokens + token_to_image(b.cross_attn_token_to_image, tokens, tpe, part("k1"), part("v1")))
+        tokens = b.norm3(tokens + b.mlp(tokens))
+        i2t = b.cross_attn_image_to_token
+        probs, rows, values = image_to_token(i2t, tokens, tpe, self.groups, part("q1"))
+        centred_rows = _centred(rows) + _centred(i2t.out_proj.bias) / HEADS    # X0 + A1 U1 + bo1, centred: X0c + A1 P0
+        variance = part("n0")[:, 0] + 2 * (probs * (part("g0") @ values + part("g0b") / HEADS)).sum(-1) \
+            + _quad(probs, centred_rows @ centred_rows.transpose(1, 2))
+        inv_std = torch.rsqrt(variance / 256 + b.norm4.eps)                               # (B, N)
+        side = ImageSide(inv_std, [(inv_std[..., None] * probs, centred_rows * b.norm4.weight)])
+        return tokens, side, (probs, rows, values)
 
-        def image_to_token(attn, tokens, q_img, q_pos=None, scale=None, low=()):
-            """Image->token attention, per image token a softmax over the 7 tokens of each head.
-            Returns the probabilities (B, N, 56), the rows they weight (B, 56, 256) (``out_proj``
-            of each token value, without its bias) and the block-diagonal token values."""
-            k = _block_diag(_heads(attn.k_proj(tokens + tpe)))                     # (B, 128, 56)
-            scores = q_img @ k                                                        # (B, N, 56)
-            if scale is not None:
-                scores = scale[..., None] * scores
-            if q_pos is not None:
-                scores = scores + q_pos @ k
-            for coef, rows in low:
-                scores = scores + coef @ ((rows @ attn.q_proj.weight.T) @ k)
-            a = _grouped_softmax(scores * 0.25, self.groups)
-            vt = _heads(attn.v_proj(tokens))
-            wo = attn.out_proj.weight.unflatten(1, (HEADS, -1))                     # (256, H, 16)
-            return a, torch.einsum("bthd,chd->bhtc", vt, wo).flatten(1, 2), _block_diag(vt)
-
-        def centred(x):
-            return x - x.mean(-1, keepdim=True)
-
-        def quad(a, g, b_=None):
-            """Per token a G b^T for (B, N, k) coefficient matrices and a (B, k, k) Gram block."""
-            return ((a @ g) * (a if b_ is None else b_)).sum(-1)
-
-        # Each head's image->token probabilities sum to 1 over its 7 tokens, so A @ (rows + v / H)
-        # = A @ rows + v: constant vectors fold into the rows an attention weights.
-        # ---- block 1: the image side is the image itself (per-image k1, v1, q1)
-        tokens = l0.norm1(l0.self_attn(tokens, tokens, tokens))
-        tokens = l0.norm2(tokens + token_to_image(l0.cross_attn_token_to_image, tokens, part("k1"), part("v1")))
-        tokens = l0.norm3(tokens + l0.mlp(tokens))
-        i2t = l0.cross_attn_image_to_token
-        a1, u1, vt1 = image_to_token(i2t, tokens, part("q1"))
-        bo1 = i2t.out_proj.bias
-        p0 = centred(u1) + centred(bo1) / HEADS          # X0 + A1 U1 + bo1, centred: X0c + A1 P0
-        var0 = part("n0")[:, 0] + 2 * (a1 * (part("g0") @ vt1 + part("g0b") / HEADS)).sum(-1) \
-            + quad(a1, p0 @ p0.transpose(1, 2))
-        s1 = torch.rsqrt(var0 / 256 + l0.norm4.eps)                                  # (B, N)
-        g4, be4 = l0.norm4.weight, l0.norm4.bias
-        # X1 = s1 * B1 + (s1 A1) @ P1 + be4,  B1 = X0c * g4 (per image), P1 = P0 * g4
-        sa1, p1 = s1[..., None] * a1, p0 * g4
-
-        # ---- block 2 (be4 is in the constant kp2 / qp2 and in the value shift)
+    def _block2(self, tokens, tpe, part, side1, first):
+        """Block 2 on block 1's image side (its LayerNorm shift is in the constants kp2 / qp2 and in
+        the value shift).  Returns the tokens and the image side after block 2's LayerNorm:
+        ``X2 = scale * B2 + coef @ rows + shift`` with one rank-112 term (block 1's and block 2's
+        together), so that each product with it is one matmul, not two of rank 56."""
+        b, shift = self.d.block2, self.d.block1.norm4.bias
+        probs1, rows1, values1 = first
+        inv_std1 = side1.scale
+        coef1, rows1_scaled = side1.low[0]
         t = tokens + tpe
-        tokens = l1.norm1(tokens + l1.self_attn(t, t, tokens))
-        tokens = l1.norm2(tokens + token_to_image(l1.cross_attn_token_to_image, tokens, part("kb2"), part("vb2"),
-                                                  self.kp2, s1, [(sa1, p1)], be4))
-        tokens = l1.norm3(tokens + l1.mlp(tokens))
-        i2t = l1.cross_attn_image_to_token
-        a2, u2, vt2 = image_to_token(i2t, tokens, part("qb2"), self.qp2, s1, [(sa1, p1)])
-        # Y2 = X1 + A2 U2 + bo2 = s1 B1 + sa1 P1 + A2 Q0,  Q0 = U2 + (be4 + bo2) / H;
-        # centred: s1 B1c + sa1 P1c + A2 Q0c, with B1c . P1 and B1c . Q0 from per-image products
-        p1c, q0c = centred(p1), centred(u2 + (be4 + i2t.out_proj.bias) / HEADS)
-        b_p1 = part("h1") @ vt1 - u1.mean(-1)[:, None, :] * part("q1s") \
-            + (part("e1") - bo1.mean() * part("q1s")) / HEADS                        # (B, N, 56)
-        b_q0 = part("w2") @ vt2 + (part("f1") + part("g1")) / HEADS
-        var1 = s1.square() * part("n1")[:, 0] + 2 * s1 * ((sa1 * b_p1).sum(-1) + (a2 * b_q0).sum(-1)) \
-            + quad(sa1, p1c @ p1c.transpose(1, 2)) + 2 * quad(sa1, p1c @ q0c.transpose(1, 2), a2) \
-            + quad(a2, q0c @ q0c.transpose(1, 2))
-        s2 = torch.rsqrt(var1 / 256 + l1.norm4.eps)
-        g4b = l1.norm4.weight
-        a_final = s1 * s2
-        # X2 = a_final * B2 + (s2 [sa1 A2]) @ [P1c; Q0c] g4b + be4b  (be4b: in kp3, t1_bias): one
-        # rank-112 term, so that each product with it is one matmul, not two of rank 56
-        coef2, rows2 = s2[..., None] * torch.cat([sa1, a2], -1), torch.cat([p1c, q0c], 1) * g4b
+        tokens = b.norm1(tokens + b.self_attn(t, t, tokens))
+        tokens = b.norm2(tokens + token_to_image(b.cross_attn_token_to_image, tokens, tpe, part("kb2"), part("vb2"),
+                                                 self.kp2, side1, shift))
+        tokens = b.norm3(tokens + b.mlp(tokens))
+        i2t = b.cross_attn_image_to_token
+        probs2, rows2, values2 = image_to_token(i2t, tokens, tpe, self.groups, part("qb2"), self.qp2, side1)
+        # Y2 = X1 + A2 U2 + bo2 = s1 B1 + coef1 P1 + A2 Q0,  Q0 = U2 + (shift + bo2) / H;
+        # centred: s1 B1c + coef1 P1c + A2 Q0c, with B1c . P1 and B1c . Q0 from per-image products
+        p1c, q0c = _centred(rows1_scaled), _centred(rows2 + (shift + i2t.out_proj.bias) / HEADS)
+        b_p1 = part("h1") @ values1 - rows1.mean(-1)[:, None, :] * part("q1s") \
+            + (part("e1") - self.d.block1.cross_attn_image_to_token.out_proj.bias.mean() * part("q1s")) / HEADS
+        b_q0 = part("w2") @ values2 + (part("f1") + part("g1")) / HEADS
+        variance = inv_std1.square() * part("n1")[:, 0] \
+            + 2 * inv_std1 * ((coef1 * b_p1).sum(-1) + (probs2 * b_q0).sum(-1)) \
+            + _quad(coef1, p1c @ p1c.transpose(1, 2)) + 2 * _quad(coef1, p1c @ q0c.transpose(1, 2), probs2) \
+            + _quad(probs2, q0c @ q0c.transpose(1, 2))
+        inv_std2 = torch.rsqrt(variance / 256 + b.norm4.eps)
+        scale = inv_std1 * inv_std2
+        coef = inv_std2[..., None] * torch.cat([coef1, probs2], -1)
+        rows = torch.cat([p1c, q0c], 1) * b.norm4.weight
+        return tokens, ImageSide(scale, [(coef, rows)])
 
-        # ---- final token->image attention
-        hs = md.transformer.norm_final_attn(tokens + token_to_image(
-            fin, tokens, part("kb3"), part("vb3"), self.kp3, a_final, [(coef2, rows2)], l1.norm4.bias))
-
-        # ---- up-scaling per pixel, channels last: pixel (y, x) -> sub-pixels (ky, kx) -> (ky2, kx2)
-        ln, act = md.output_upscaling[1], md.output_upscaling[2]
-        z = a_final[..., None] * part("tb") + self.t1_bias + coef2 @ (rows2 @ self.t1)   # (B, N, 4*64)
-        z = z.unflatten(-1, (4, -1))                                               # (B, N, 4, 64)
+    def _masks(self, hs, part, side):
+        """Up-scaling per pixel, channels last (pixel (y, x) -> sub-pixels (ky, kx) -> (ky2, kx2)),
+        the single-mask hypernetwork's product, and the IoU prediction."""
+        d = self.d
+        (coef, rows), = side.low
+        ln = d.upscale_norm
+        z = side.scale[..., None] * part("tb") + self.t1_bias + coef @ (rows @ self.t1)    # (B, N, 4*64)
+        z = z.unflatten(-1, (4, -1))                                                   # (B, N, 4, 64)
         z = z * torch.rsqrt(z.square().mean(-1, keepdim=True) + ln.eps) * ln.weight + ln.bias   # z centred
-        y = act(z) @ self.t2 + self.t2_bias                                         # (B, N, 4, 4*32)
-        y = md.output_upscaling[4](y.unflatten(-1, (4, -1)))                       # (B, N, 4, 4, 32)
-        hyper = md.output_hypernetworks_mlps[0](hs[:, 1])                            # (B, 32)
-        masks = y.flatten(1, 3) @ hyper[..., None]                                  # (B, N*4*4, 1)
+        y = d.upscale_act(z) @ self.t2 + self.t2_bias                                   # (B, N, 4, 4*32)
+        y = d.upscale_act2(y.unflatten(-1, (4, -1)))                                   # (B, N, 4, 4, 32)
+        hyper = d.hypernetwork(hs[:, 1])                                                 # (B, 32)
+        masks = y.flatten(1, 3) @ hyper[..., None]                                      # (B, N*4*4, 1)
         masks = masks.reshape(-1, GRID, GRID, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
-        iou = md.iou_prediction_head(hs[:, 0])[:, :1]
+        iou = d.iou_head(hs[:, 0])[:, :1]
         return masks.reshape(-1, 1, 4 * GRID, 4 * GRID), iou

@@ -7,13 +7,13 @@ against ``DIR/gts`` with the evaluation metrics; prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from qmedsam.model_spec import ENCODER
-from qmedsam.predict import main as predict
 from qmedsam_eval.score_report import by_modality
 from qmedsam_eval.scoring import score_folder
 
@@ -26,15 +26,20 @@ def main(argv=None) -> int:
     ap.add_argument("--fp32", type=Path, default=Path("models/fp32"), help="float models")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    runs = [("FP32", args.fp32, "f32"), ("int8 calibration-only", args.ptq, "auto"), ("int8 QAT", args.qat, "auto")]
+    # int8 runs force the int8 encoder: --precision auto would run 2D images and the cases its
+    # guard flags with the float encoder, which is not what is compared here
+    runs = [("FP32", args.fp32, "f32", "auto"), ("int8 calibration-only", args.ptq, "auto", "int8"),
+            ("int8 QAT", args.qat, "auto", "int8")]
     rows = []
-    for name, models, float_ops in runs:
+    for name, models, float_ops, precision in runs:
         if not (models / ENCODER.files[0]).is_file():
             print(f"compare: no models in {models} (make export / export-fp32)", file=sys.stderr)
             return 2
         pred = args.out / name.replace(" ", "-")
-        predict(["-i", str(args.test / "inputs"), "-o", str(pred), "--models", str(models), "--cache", "none",
-                 "--float-ops", float_ops])
+        # the predictor as the organisers run it: its own process, its command line
+        subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(args.test / "inputs"), "-o", str(pred),
+                        "--models", str(models), "--cache", "none", "--float-ops", float_ops,
+                        "--precision", precision], check=True)
         scores = score_folder(args.test / "gts", pred)
         groups = by_modality(scores)
         row = {m: (np.mean([s.dsc for s in g]), np.mean([s.nsd for s in g])) for m, g in groups.items()}
