@@ -120,13 +120,17 @@ train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m training.qat.compare --test out/public-tree/test --qat $(OUT)/qat-demo/models --out $(OUT)/qat-demo/compare
 
 CANDIDATE ?=
-.PHONY: bench-int8 bench-guard
+.PHONY: bench-int8 bench-guard bench-mixed
 bench-int8: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_int8_accuracy --models $(MODELS) $(if $(CANDIDATE),--candidate $(CANDIDATE))
 
 # the int8 guard's probe statistics against what int8 does to each whole 3D case, each CPU setting
 bench-guard: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_guard --models $(MODELS)
+
+# mixed precision by measurement: each encoder group in float, ms vs agreement, the Pareto curve
+bench-mixed: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
+	$(PY) -m benchmarks.bench_mixed --models $(MODELS)
 
 .PHONY: bench-predict bench-prompting
 bench-predict: $(STAMP)

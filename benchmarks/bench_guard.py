@@ -4,22 +4,26 @@ For every 3D case (the labelled public volumes and their reslices, and MR volume
 test files with Otsu-component boxes), in each CPU setting: the int8 encoder's segmentation and
 the float fallback's (the same engine, ``qmedsam.int8_guard``), their per-label agreement, their
 DSC against the ground truth where there is one, and the probe statistics of a few probe choices
-(lowest and pixel-weighted box Dice).  The guard's threshold is chosen from this table.
+(lowest and pixel-weighted box Dice).  The guard's threshold is chosen from this table.  The
+float fallback is the int8 folder's own float encoder (f16-stored weights, f32 arithmetic);
+``make bench-int8`` compares with ``--precision fp32``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cpu import describe, run_setting, settings
+from benchmarks.cpu import SETTINGS, describe, settings
 from qmedsam.cases import Case
 from qmedsam.engine import Engine, float_ops_for
-from qmedsam.int8_guard import MIN_PIXELS, probe_prompts, probe_pairs, probe_slices
-from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+from qmedsam.int8_guard import MIN_DICE, probe_prompts, probe_pairs, probe_slices
+from qmedsam.model_spec import ENCODER_FLOAT
 from qmedsam.preprocess import Geometry
 from qmedsam.segment import Options, _Context, Stats, segment_case
 from qmedsam_eval.metrics import case_scores
@@ -45,7 +49,7 @@ def mr_volumes():
         sizes = ndimage.sum_labels(np.ones_like(comps), comps, range(1, n + 1))
         keep = [i + 1 for i in np.argsort(sizes)[::-1][:8] if sizes[i] >= 200]
         labels = relabel_consecutive(np.where(np.isin(comps, keep), comps, 0))
-        yield Case(f"MR_{src.file.split('.')[0]}", vol, boxes_from_labels(labels))
+        yield Case(f"3DBox_MR_{src.file.split('.')[0]}.npz", vol, boxes_from_labels(labels))
 
 
 def label_agreement(a: np.ndarray, b: np.ndarray, n: int) -> float:
@@ -68,7 +72,7 @@ def probe_stats(engine: Engine, case: Case, n: int) -> dict:
                             probe_prompts(case.boxes, Geometry(*case.image.shape[1:]), zs), session):
         na, nb, both = int(a.sum()), int(b.sum()), int(np.logical_and(a, b).sum())
         inter, total = inter + both, total + na + nb
-        if max(na, nb) >= MIN_PIXELS:
+        if max(na, nb) >= 8:          # a few pixels' difference would decide smaller masks
             dice.append(2.0 * both / (na + nb))
     return {"lowest": min(dice) if dice else None, "weighted": 2.0 * inter / total if total else None}
 
@@ -76,22 +80,24 @@ def probe_stats(engine: Engine, case: Case, n: int) -> dict:
 def measure(models: Path, samples: Path) -> dict:
     from benchmarks.bench_prompting import cases
 
-    engine = Engine(models, float_precision=float_ops_for("auto"), fallback=ENCODER_FLOAT.name)
-    fp32 = Engine(models / "fp32", float_precision="f32")
+    from benchmarks.bench_int8_accuracy import auto_int8_encoder
+
+    int8 = auto_int8_encoder(models)
+    engine = Engine(models, float_precision=float_ops_for("auto"), encoder=int8, fallback=ENCODER_FLOAT.name)
     labelled = [(c, gt, sp) for c, gt, sp in cases(samples) if c.is_3d]
     rows = {}
     for case, gt, spacing in [*labelled, *((c, None, None) for c in mr_volumes())]:
         row = {"boxes": len(case.boxes), "slices": int(case.image.shape[0])}
         segs = {}
-        for name in (ENCODER.name, ENCODER_FLOAT.name):
+        for name in (int8, ENCODER_FLOAT.name):
             engine.use_encoder(name)
             segs[name] = segment_case(case, engine, Options())[0]
-        engine.use_encoder(ENCODER.name)
-        row["agreement"] = label_agreement(segs[ENCODER.name], segs[ENCODER_FLOAT.name], len(case.boxes))
+        engine.use_encoder(int8)
+        row["encoder"] = int8
+        row["agreement"] = label_agreement(segs[int8], segs[ENCODER_FLOAT.name], len(case.boxes))
         if gt is not None:
-            row["dsc"] = {"fp32": case_scores(gt, segment_case(case, fp32, Options())[0], spacing)[0],
-                          "int8": case_scores(gt, segs[ENCODER.name], spacing)[0],
-                          "fallback": case_scores(gt, segs[ENCODER_FLOAT.name], spacing)[0]}
+            row["dsc"] = {"int8": case_scores(gt, segs[int8], spacing)[0],
+                          "float": case_scores(gt, segs[ENCODER_FLOAT.name], spacing)[0]}
         row["probes"] = {k: probe_stats(engine, case, n) for k, n in PROBES.items()}
         rows[case.name] = row
         print(f"  {case.name}: {json.dumps(row)}", file=sys.stderr, flush=True)
@@ -103,16 +109,26 @@ def _f(x) -> str:
 
 
 def report(results: dict) -> None:
+    shipped = next(iter(PROBES))
     for setting, rows in results.items():
-        print(f"\n### {setting}\n")
-        print("| case | boxes | slices | int8 vs float (case) | DSC fp32 / int8 / fallback | "
-              + " | ".join(f"{k}: lowest / weighted" for k in PROBES) + " |")
-        print("|---|---:|---:|---:|---|" + "---|" * len(PROBES))
+        print(f"\n### {setting} (int8 encoder: {next(iter(rows.values()))['encoder']})\n")
+        print("| case | boxes | slices | int8 vs float (case) | DSC int8 / float (points) | "
+              + " | ".join(f"{k}: lowest / weighted" for k in PROBES) + f" | guard at {MIN_DICE} |")
+        print("|---|---:|---:|---:|---|" + "---|" * len(PROBES) + "---|")
+        lost, kept = [], 0
         for case, r in rows.items():
             d = r.get("dsc")
-            dsc = f"{d['fp32']:.4f} / {d['int8']:.4f} / {d['fallback']:.4f}" if d else "-"
+            dsc = f"{d['int8']:.4f} / {d['float']:.4f} ({100 * (d['int8'] - d['float']):+.2f})" if d else "-"
             probes = " | ".join(f"{_f(r['probes'][k]['lowest'])} / {_f(r['probes'][k]['weighted'])}" for k in PROBES)
-            print(f"| {case} | {r['boxes']} | {r['slices']} | {r['agreement']:.4f} | {dsc} | {probes} |")
+            weighted = r["probes"][shipped]["weighted"]
+            int8 = weighted is None or weighted >= MIN_DICE
+            kept += int8
+            if d:
+                lost.append(100 * (d["int8"] - d["float"]) if int8 else 0.0)
+            print(f"| {case} | {r['boxes']} | {r['slices']} | {r['agreement']:.4f} | {dsc} | {probes} | "
+                  f"{'int8' if int8 else 'float'} |")
+        print(f"\nguard at {MIN_DICE} ({shipped}, weighted): {kept} of {len(rows)} cases int8; labelled cases "
+              f"guarded vs float: mean {np.mean(lost):+.2f} DSC points, worst {min(lost):+.2f}")
 
 
 def main(argv=None) -> None:
@@ -128,8 +144,11 @@ def main(argv=None) -> None:
     results = {}
     for setting in settings():
         print(f"measuring: {setting}", file=sys.stderr, flush=True)
-        results[setting] = run_setting("benchmarks.bench_guard", setting,
-                                       ["--models", str(args.models), "--samples", str(args.samples)])
+        env = dict(os.environ, **SETTINGS[setting])
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_guard", "--measure", setting, "--models",
+                               str(args.models), "--samples", str(args.samples)], env=env, stdout=subprocess.PIPE,
+                              encoding="utf-8", errors="replace", check=True)
+        results[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
     report(results)
 
 

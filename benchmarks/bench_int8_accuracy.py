@@ -4,7 +4,8 @@ against float itself, in every CPU setting, side by side in one run.
 * every labelled public case (the bundled samples, the tiled 241-nuclei image, the resliced
   CT and 3D nuclei volumes; :func:`benchmarks.bench_prompting.cases`), default options: DSC and
   NSD by the organisers' rules, for FP32, the committed int8 models and (``--candidate``) another
-  int8 models folder;
+  int8 models folder, each with the int8 encoder ``--precision auto`` picks in that setting (and
+  the 8-bit one beside it where that is the 7-bit one), without and with the guard;
 * the held-out unlabelled modalities (MR, ultrasound, photographs, microscopy, CT): mask Dice of
   each int8 folder against FP32, beside FP32's own agreement under +-half a grey level of dither
   (:func:`benchmarks.bench_model.held_out_agreement`);
@@ -25,7 +26,7 @@ import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, settings
 from qmedsam.engine import Engine
-from qmedsam.model_spec import ENCODER_FLOAT
+from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
 from qmedsam.segment import Options, segment_case
 from qmedsam_eval.metrics import case_scores
 
@@ -45,8 +46,11 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
 
     engines = {"fp32": Engine(folders["int8"] / "fp32", float_precision="f32")}
     for k, p in folders.items():
-        engines[k] = Engine(p, float_precision=float_ops)
-        engines[k + GUARDED] = Engine(p, float_precision=float_ops, fallback=ENCODER_FLOAT.name)
+        encoder = auto_int8_encoder(p)
+        if encoder != ENCODER.name:                 # the 8-bit encoder beside the one auto runs here
+            engines[k + " 8-bit"] = Engine(p, float_precision=float_ops)
+        engines[k] = Engine(p, float_precision=float_ops, encoder=encoder)
+        engines[k + GUARDED] = Engine(p, float_precision=float_ops, encoder=encoder, fallback=ENCODER_FLOAT.name)
     labelled = {}
     for case, gt, spacing in cases(samples):
         labelled[case.name] = {}
@@ -58,6 +62,15 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
     for k in folders:
         engines[k + GUARDED].use_encoder(ENCODER_FLOAT.name)      # the guard's choice for a 2D image
     return {"labelled": labelled, "held_out": held_out_agreement(engines)}
+
+
+def auto_int8_encoder(folder: Path) -> str:
+    """The int8 encoder ``--precision auto`` runs on this CPU (in this setting) from ``folder``."""
+    from qmedsam.encoder_choice import choose_encoder
+    from qmedsam.model_dir import has_graph
+
+    name = choose_encoder("auto")[0]
+    return name if name != ENCODER_FLOAT.name and has_graph(folder, name) else ENCODER.name
 
 
 def _run(setting: str, args) -> dict:

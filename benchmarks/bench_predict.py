@@ -93,6 +93,16 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t
 
 
+def coronal_ct_case(folder: Path) -> Path:
+    """The CT sample resliced coronally (128 slices, 7 boxes): a longer encoder-bound volume."""
+    from benchmarks.bench_prompting import resliced
+
+    case = next(c for c, _, _ in resliced(ROOT / "samples" / "inputs") if "CT" in c.name)
+    path = folder / case.name
+    np.savez_compressed(path, imgs=case.image, boxes=case.boxes)
+    return path
+
+
 def memory_per_box(case: Path, work: Path, env: dict) -> tuple[dict, float]:
     """Peak RSS of the 241-box case at --max-boxes 1, 4, 16, and the slope per box."""
     rss = {n: run_case(ROOT / "predict.sh", case, work, env, "--max-boxes", str(n))["rss"] for n in (1, 4, 16)}
@@ -110,9 +120,11 @@ def main(argv=None) -> None:
     base = Baseline(args.baseline, tmp)
     try:
         cases = [one_box_case(tmp), ROOT / "samples" / "inputs" / "2DBox_Microscope_0003.npz",
-                 large_case(tmp, 1920, 2560, 241, seed=1920), ROOT / "samples" / "inputs" / "3DBox_CT_0001.npz"]
+                 large_case(tmp, 1920, 2560, 241, seed=1920), ROOT / "samples" / "inputs" / "3DBox_CT_0001.npz",
+                 coronal_ct_case(tmp)]
         versions = {f"baseline {args.baseline}": (base.path / "predict.sh", ()),
                     "this, --zoom off": (ROOT / "predict.sh", ("--zoom", "off")),
+                    "this, --precision fp32": (ROOT / "predict.sh", ("--precision", "fp32")),
                     "this (default)": (ROOT / "predict.sh", ())}
         encoder, why = choose_encoder("auto")
         print(f"--precision auto (the default) runs the encoder {why}")
@@ -137,7 +149,8 @@ def main(argv=None) -> None:
                 print(f"  {case.name:30s} {boxes:5d} " + " ".join(f"{r['wall']:17.2f}s" for r in res.values())
                       + "  " + " / ".join(f"{old['wall'] / r['wall']:5.2f}x" for r in this)
                       + f"  {old['first']:5.2f} -> " + "/".join(f"{r['first']:4.2f}" for r in this)
-                      + f"  {old['rss']:5.0f} -> " + "/".join(f"{r['rss']:4.0f}" for r in this))
+                      + f"  {old['rss']:5.0f} -> " + "/".join(f"{r['rss']:4.0f}" for r in this)
+                      + f"  default vs --precision fp32: {res['this, --precision fp32']['wall'] / res['this (default)']['wall']:.2f}x")
         print(f"\npreprocessing a 3024x4032 RGB photo (resize to 256, normalise, pad): "
               f"{preprocessing_seconds():.3f} s")
         rss, slope = memory_per_box(cases[2], tmp / "memory", dict(os.environ))

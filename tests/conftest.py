@@ -46,12 +46,12 @@ def quick_int8(weights, tmp_path_factory, ct_case):
     from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
     from training.export import export_quant
     from training.model.lite_medsam import build_lite_medsam
-    from training.ptq import _tensors, calibrate_decoder, decoder_calibration_batches
+    from training.ptq import model_inputs, calibrate_decoder, decoder_calibration_batches
     from training.ptq_recipe import quantized_model
 
     fmodel = build_lite_medsam(weights)
     zs = (12, 20)
-    model = quantized_model(weights, _tensors([("ct", ct_case.image[z]) for z in zs]))
+    model = quantized_model(weights, model_inputs([("ct", ct_case.image[z]) for z in zs]))
     pairs = [(ct_case.image[z], boxes_from_labels(relabel_consecutive(ct_case.labels[z]))) for z in zs]
     calibrate_decoder(model.decoder(), decoder_calibration_batches(fmodel, pairs))
     out = tmp_path_factory.mktemp("int8")

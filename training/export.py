@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import json
 import platform
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,8 +25,8 @@ import onnx
 import openvino as ov
 import torch
 
-from qmedsam.model_spec import (DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, ENCODER_FLOAT, MANIFEST,
-                                 REFERENCE_FOLDER, SHIPPED, GraphSpec, contract)
+from qmedsam.model_spec import (DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, ENCODER_FLOAT, ENCODER_W7,
+                                 MANIFEST, REFERENCE_FOLDER, SHIPPED, GraphSpec, contract)
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
 from training.onnx_fold import fold_constant_clips, untie_dequant_constants
@@ -115,24 +116,58 @@ def export_float(model: LiteMedSAM, out: Path, entries=None, keep_onnx: bool = T
 def export_quant(model: LiteMedSAM, out: Path, float_source: LiteMedSAM | None = None) -> dict[str, int]:
     """QCDQ export of a calibrated/trained quantized model, plus the float factored decoder from
     ``float_source`` (default: the model's own weights); returns folded clips per graph."""
-    from brevitas.export import export_onnx_qcdq
-
-    (out / REFERENCE_FOLDER).mkdir(parents=True, exist_ok=True)
-    folded = {}
-    for spec, module, args, dyn in graphs(model):
-        onnx_path = path_of(out, spec, "onnx")
-        export_onnx_qcdq(module.eval(), args=args, export_path=str(onnx_path), input_names=list(spec.inputs),
-                         output_names=list(spec.outputs), dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
-        proto = onnx.load(str(onnx_path))
-        folded[spec.name] = fold_constant_clips(proto)
-        untie_dequant_constants(proto)
-        onnx.save(proto, str(onnx_path))
-        onnx_to_ir(onnx_path, path_of(out, spec))
+    folded = {spec.name: _export_qcdq(spec, module, args, dyn, out) for spec, module, args, dyn in graphs(model)}
     # The runtime's float decoder graphs beside the int8 ones: their IR is what runs (the ONNX
     # would only add size), with f16-stored weights (13 MB less in the image; masks vs the plain
     # float decoder: mean Dice 0.9999 in f32 on real slices; bf16 rounds them more anyway).
     export_float(model, out, factored_graphs(float_source or float_copy(model)), keep_onnx=False, fp16_weights=True)
     return folded
+
+
+def _export_qcdq(spec: GraphSpec, module, args, dyn, out: Path) -> int:
+    """One quantized graph: Brevitas QCDQ ONNX (in the reference folder), its constant weight clips
+    folded and dequantization constants untied (``training/onnx_fold.py``), then IR; returns the
+    clips folded."""
+    from brevitas.export import export_onnx_qcdq
+
+    onnx_path = path_of(out, spec, "onnx")
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx_qcdq(module.eval(), args=args, export_path=str(onnx_path), input_names=list(spec.inputs),
+                     output_names=list(spec.outputs), dynamic_axes=dyn, opset_version=OPSET, dynamo=False)
+    proto = onnx.load(str(onnx_path))
+    folded = fold_constant_clips(proto)
+    untie_dequant_constants(proto)
+    onnx.save(proto, str(onnx_path))
+    onnx_to_ir(onnx_path, path_of(out, spec))
+    return folded
+
+
+def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | None = None) -> None:
+    """The post-training recipe again with 7-bit weights, its encoder exported as ``encoder_w7``
+    (what ``--precision auto`` runs on AVX-512 CPUs without VNNI; qmedsam.encoder_choice) into an
+    int8 models folder and recorded in its manifest (part of ``make export``; ``--add-w7`` on its
+    own).  ``source``: a folder ``make export WEIGHT_BITS=7`` wrote, whose encoder is taken as it
+    is instead of running the recipe again."""
+    if source is not None:
+        record = json.loads((source / MANIFEST).read_text())
+        if record.get("weight_bits") != 7:
+            raise SystemExit(f"{source}: its manifest does not record 7-bit weights (make export WEIGHT_BITS=7)")
+        path_of(models, ENCODER_W7, "onnx").parent.mkdir(parents=True, exist_ok=True)
+        for ext in ("xml", "bin", "onnx"):
+            shutil.copyfile(path_of(source, ENCODER, ext), path_of(models, ENCODER_W7, ext))
+        folded = record["onnx"]["constant_clips_folded"][ENCODER.name]
+    else:
+        from training.ptq_recipe import post_training_quantize
+
+        model, record = post_training_quantize(weights, n_calib, 0, weight_bits=7)
+        image, _, _ = example_inputs()
+        folded = _export_qcdq(ENCODER_W7, model.image_encoder, (image,), None, models)
+    _update_manifest(models, [ENCODER_W7], encoder_w7={
+        "graph": ENCODER_W7.name, "weight_bits": 7, "when": ENCODER_W7.role,
+        "method": "the same post-training recipe with 7-bit weight quantizers (narrow range, |q| <= 63)",
+        "from": str(source) if source else "make export", "encoder_steps": record["encoder_steps"],
+        "encoder_agreement": record["encoder_agreement"], "float_layers": record["float_layers"],
+        "constant_clips_folded": folded})
 
 
 def export_float_encoder(pretrained: LiteMedSAM, out: Path) -> dict:
@@ -179,7 +214,8 @@ def _update_manifest(models: Path, graphs, **entries) -> None:
     manifest, keeping the rest of it."""
     manifest = json.loads((models / MANIFEST).read_text())
     manifest.update(entries, contract=contract())
-    manifest["files"].update(_file_records(models, [path_of(models, g, ext) for g in graphs for ext in ("xml", "bin")]))
+    manifest["files"].update(_file_records(models, [path_of(models, g, ext) for g in graphs
+                                                    for ext in ("xml", "bin", "onnx")]))
     (models / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -225,6 +261,10 @@ def main(argv=None) -> None:
     ap.add_argument("--runtime-decoder", action="store_true",
                     help="re-export only the runtime's float decoder graphs into the int8 MODELS folder")
     ap.add_argument("--calib", type=int, default=48, help="calibration slices for PTQ")
+    ap.add_argument("--add-w7", action="store_true",
+                    help="only add the 7-bit-weight encoder (encoder_w7) to the int8 MODELS folder")
+    ap.add_argument("--w7-from", type=Path,
+                    help="with --add-w7: take the encoder of a folder `make export WEIGHT_BITS=7` wrote")
     ap.add_argument("--weight-bits", type=int, default=8, choices=(7, 8),
                     help="PTQ: weight bits of the int8 encoder (7: immune to the 16-bit saturation of "
                          "int8 kernels without VNNI)")
@@ -243,7 +283,15 @@ def main(argv=None) -> None:
         refresh_runtime_decoder(args.models, weights)
         print(f"runtime decoder graphs re-exported in {args.models}")
         return
+    if args.add_w7:
+        add_w7_encoder(args.models, weights, args.calib, args.w7_from)
+        print(f"encoder_w7 added to {args.models}")
+        return
     if args.ckpt:
+        # A checkpoint has one set of weights: no 7-bit encoder from an earlier export may stay beside it
+        # (the runtime then runs this 8-bit one on every int8 CPU).
+        for ext in ("xml", "bin", "onnx"):
+            path_of(args.models, ENCODER_W7, ext).unlink(missing_ok=True)
         model, record = build_from_qat(args.ckpt)
         float_source, float_from = float_copy(model), "the QAT checkpoint's weights"
     else:
@@ -262,6 +310,8 @@ def main(argv=None) -> None:
                                      onnx={"format": "Brevitas QCDQ", "opset": OPSET,
                                            "constant_clips_folded": folded}))
     add_float_encoder(args.models, weights)
+    if not args.ckpt and args.weight_bits == 8:
+        add_w7_encoder(args.models, weights, args.calib)
     print(f"int8 models in {args.models}")
 
 

@@ -25,7 +25,8 @@ def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-def _tensors(slices) -> list[torch.Tensor]:
+def model_inputs(slices) -> list[torch.Tensor]:
+    """The model inputs (1, 3, 256, 256) of (name, image) pairs, by the runtime's preprocessing."""
     return [torch.from_numpy(image_to_tensor(img)[0]) for _, img in slices]
 
 

@@ -22,8 +22,8 @@ import torch
 from tools.modalities import EVAL_CT_SLICES, calibration_set, held_out_sets, labelled_pairs
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
 from training.model.quant_switch import QuantConfig
-from training.model.surgery import merge_batchnorms
-from training.ptq import (_tensors, agreement, agreement_by_modality, calibrate_decoder,
+from training.model.surgery import group_of, keep_float, layers_in_groups, merge_batchnorms, quant_leaves
+from training.ptq import (model_inputs, agreement, agreement_by_modality, calibrate_decoder,
                           calibrate_encoder, correct_bias, decoder_calibration_batches, decoder_error,
                           equalize_activations, joined, make_eval_set)
 
@@ -36,6 +36,11 @@ PTQ_CONFIG = QuantConfig(enabled=True, weight_per_channel=True, range_aware_inpu
 # 0.7 0.877; 99.99th percentile 0.856; the maximum 0.896 (within noise of the default).
 # MSE statistics (Int8ActPerTensorFloatMSE) did not finish 16 slices in 6 minutes on 2 cores.
 ALPHA = 0.5
+# Encoder groups kept float (training.model.surgery.ENCODER_GROUPS), chosen by `make bench-mixed`:
+# the cheapest groups that win the most held-out agreement per millisecond (the patch embedding,
+# stage 0 and the second patch merge: mean mask Dice vs float 0.915 -> 0.938, MR 0.843 -> 0.901
+# with VNNI; 0.801 -> 0.862 without).
+FLOAT_GROUPS = ("patch_embed", "stage0.mbconv", "merge1")
 # Optional encoder distillation after calibration (``make export DISTILL=steps``).
 DISTILL_SETTINGS = {"batch": 2, "lr": 1e-5, "scale_lr": 1e-5}
 BIAS_SLICES = 24
@@ -50,15 +55,33 @@ def distill(model: LiteMedSAM, fmodel: LiteMedSAM, slices, steps: int) -> dict:
             "first_loss": round(losses[0], 4), "last_loss": round(losses[-1], 4)}
 
 
+def float_layers(model: LiteMedSAM, groups=FLOAT_GROUPS) -> list[str]:
+    """The quantized encoder layers (names relative to the encoder) in ``groups``: before
+    :func:`keep_float`, what it will make float."""
+    return layers_in_groups(model.image_encoder, list(groups))
+
+
+def kept_float(model: LiteMedSAM) -> list[str]:
+    """The encoder layers a recipe model has kept float (after :func:`quantized_model`): the float
+    convolutions and linears of the quantizable groups, as a checkpoint's structure records them."""
+    quantized = quant_leaves(model.image_encoder)
+    kinds = (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose2d)
+    return [n for n, m in model.image_encoder.named_modules()
+            if isinstance(m, kinds) and n not in quantized and group_of(n) != "other"]
+
+
 def quantized_model(weights: Path, images: list[torch.Tensor], alpha: float | None = ALPHA,
-                    weight_bits: int = 8) -> LiteMedSAM:
+                    weight_bits: int = 8, groups=FLOAT_GROUPS) -> LiteMedSAM:
     """The int8 LiteMedSAM of this recipe, steps 1-3, calibrated on ``images``
-    (``alpha=None``: without activation equalization)."""
+    (``alpha=None``: without activation equalization), the layers of ``groups`` float.  The
+    order (merge, equalize, float layers, calibrate) is the one a checkpoint's structure is
+    rebuilt in (``training.qat.checkpoint.build_structure``)."""
     torch.manual_seed(0)
     model = build_lite_medsam(weights, replace(PTQ_CONFIG, weight_bits=weight_bits))
     merge_batchnorms(model.image_encoder)
     if alpha is not None:
         equalize_activations(model.image_encoder, images, alpha)
+    keep_float(model.image_encoder, float_layers(model, groups))
     calibrate_encoder(model.image_encoder, images)
     return model
 
@@ -68,14 +91,16 @@ def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0,
     fmodel = build_lite_medsam(weights)
     fdec = fmodel.decoder()
     calib = calibration_set(n_calib)
-    images = _tensors(calib)
+    images = model_inputs(calib)
     sets = {m: make_eval_set(fmodel, pairs) for m, pairs in held_out_sets().items()}
     steps = []
     plain = quantized_model(weights, images, alpha=None, weight_bits=weight_bits)   # what equalization buys
-    steps.append({"step": "BatchNorm merged, per-channel int8 weights, percentile calibration",
+    steps.append({"step": f"BatchNorm merged, per-channel {weight_bits}-bit weights, percentile calibration, "
+                          f"float groups {', '.join(FLOAT_GROUPS) or 'none'}",
                   "held_out": agreement_by_modality(plain.image_encoder, fdec, sets)})
     del plain
     model = quantized_model(weights, images, weight_bits=weight_bits)
+    layers = kept_float(model)
     enc = model.image_encoder
     current = agreement_by_modality(enc, fdec, sets)
     steps.append({"step": f"+ activation equalization (alpha {ALPHA})", "held_out": current})
@@ -109,7 +134,8 @@ def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0,
                            "symmetric, except unsigned for the [0,1] image and the softmax output",
             "float": "LayerNorm, GELU/ReLU, softmax, biases, residual additions, the prompt encoder, "
                      "the softmax output of the decoder's three token->image attentions (4,096 keys: "
-                     "8-bit rounds nearly all probabilities to zero); no encoder layer group is float",
+                     "8-bit rounds nearly all probabilities to zero); encoder groups "
+                     f"{', '.join(FLOAT_GROUPS)} ({len(layers)} layers; make bench-mixed)",
         },
         "calibration": {"encoder_slices": [n for n, _ in calib],
                         "decoder_images": len(batches),
@@ -123,7 +149,9 @@ def post_training_quantize(weights: Path, n_calib: int, distill_steps: int = 0,
         "encoder_agreement": dict(current, metric="int8 encoder + float decoder vs float model on "
                                                   "held-out real boxes: mean mask Dice over all boxes "
                                                   "of each modality; embedding error = relative L2"),
-        "float_layers": [],
+        "float_layers": layers,
+        "float_groups": list(FLOAT_GROUPS),
+        "weight_bits": weight_bits,
         "encoder_distillation": distilled,
         "decoder_relative_logit_error": round(decoder_error(model.decoder(), fdec, batches), 4),
         "end_to_end_mask_dice_vs_float_on_held_out_ct_nuclei": round(end_to_end, 4),

@@ -1,35 +1,36 @@
 """Which image encoder runs on this CPU: the int8 one where int8 arithmetic is fast, else the float one.
 
 The int8 encoder is fast only where the CPU has int8 dot-product instructions the CPU plugin
-uses well.  Measured (``make bench-model``, encoder ms per slice, one run each):
-
-* AVX-512 with VNNI (AMD EPYC, 2 cores): int8 2.2x faster than float;
-* AVX-512 without VNNI (the same CPU capped with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE``, like the
-  organisers' Skylake Xeon): int8 1.5x faster;
-* AVX2 only (AMD EPYC, 2 cores, no AVX-512, no VNNI): int8 6-18 % *slower* than float over four
-  interleaved runs (0.72-0.94 vs 0.68-0.80 s): its linear layers run in a generic int8 GEMM
-  (521 ms against 366 ms in f32), and its results lie further from Brevitas' (relative
-  embedding error 0.28 against 0.08 on AVX-512 CPUs).
-
-So 'auto' runs the int8 encoder where the CPU (or the oneDNN ISA cap in force) has AVX-512,
-VNNI or AMX, and otherwise the float encoder (``encoder_float``: the pretrained float weights,
-stored as f16, run in f32), which on those CPUs is both faster and exact.  The decoder graphs
-are float on every CPU.
+uses well: measured (``make bench-model``), it is 2.2x faster than float with AVX-512 VNNI, 1.5x
+with AVX-512 alone, and 6-18 % *slower* on an AVX2-only CPU, where its linear layers fall to a
+generic int8 GEMM.  So 'auto' runs the int8 encoder where the CPU (or the oneDNN ISA cap in force)
+has AVX-512, VNNI or AMX, and otherwise the float encoder (``encoder_float``: the pretrained float
+weights, f16-stored, f32 at run time), which there is both faster and exact.  With the int8
+encoder, the predictor's guard (:mod:`qmedsam.int8_guard`) may still run a case in float.  Where
+AVX-512 comes without VNNI, OpenVINO's int8 kernels sum pairs of u8 x s8 products in 16 bits,
+which saturates on 8-bit weights (OpenVINO documents it; measured here as int8 answers that move
+with the CPU), so there the encoder with 7-bit weights runs (``encoder_w7``: 255 * 63 * 2 < 2^15).  The
+decoder graphs are float on every CPU.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+from qmedsam.model_spec import ENCODER, ENCODER_FLOAT, ENCODER_W7
 
 INT8_ENCODER = ENCODER.name
+W7_ENCODER = ENCODER_W7.name
 FLOAT_ENCODER = ENCODER_FLOAT.name
 PRECISIONS = ("auto", "int8", "fp32")
 # Flags under which the int8 encoder was measured faster than the float one.
 FAST_INT8_FLAGS = ("avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 # oneDNN ISA caps that leave none of those usable.
 SLOW_INT8_CAPS = ("SSE41", "AVX", "AVX2")
+# Flags of int8 dot products that sum in 32 bits; without them (AVX-512 alone) the kernels sum
+# u8 x s8 pairs in 16 bits and saturate on 8-bit weights, and the 7-bit encoder runs instead.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+CAPS_WITHOUT_VNNI = ("AVX512_CORE",)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -53,6 +54,14 @@ def int8_pays(flags: set[str], isa_cap: str | None = None) -> bool:
     return any(f in flags for f in FAST_INT8_FLAGS)
 
 
+def _saturates(flags: set[str], isa_cap: str | None) -> bool:
+    """Whether the int8 kernels here sum in 16 bits: AVX-512 without VNNI or AMX (by the flags, or
+    under a cap that takes them away).  Unknown flags: no."""
+    if isa_cap and isa_cap.strip().upper() in CAPS_WITHOUT_VNNI:
+        return True
+    return bool(flags) and not any(f in flags for f in VNNI_FLAGS)
+
+
 def choose_encoder(precision: str, flags: set[str] | None = None,
                    isa_cap: str | None = None) -> tuple[str, str]:
     """(encoder graph name, reason) for ``precision`` ('auto', 'int8' or 'fp32'); 'fp32' runs the
@@ -64,5 +73,8 @@ def choose_encoder(precision: str, flags: set[str] | None = None,
     flags = cpu_flags() if flags is None else flags
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") if isa_cap is None else isa_cap
     if int8_pays(flags, cap):
+        if _saturates(flags, cap):
+            return W7_ENCODER, ("int8, 7-bit weights: this CPU has AVX-512 without VNNI, whose 16-bit int8 "
+                                "sums saturate on 8-bit weights")
         return INT8_ENCODER, "int8: this CPU has fast int8 arithmetic (AVX-512, VNNI or AMX)"
     return FLOAT_ENCODER, "float: this CPU has no AVX-512, VNNI or AMX, where the int8 encoder is slower"

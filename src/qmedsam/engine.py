@@ -124,6 +124,7 @@ class Engine:
         self._model_dir = model_dir
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
         self._compiled = compiled
+        self.primary = encoder                         # the encoder graph it was built with
         self.encoder = encoder                         # the encoder graph :meth:`encode` runs
         self._encoders = {encoder: (compiled[ENCODER.name], self._requests(compiled[ENCODER.name]))}
         self._image = compiled[DECODER_IMAGE.name].create_infer_request()

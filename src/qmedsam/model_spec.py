@@ -40,6 +40,9 @@ ENCODER = GraphSpec("encoder", ("image",), ("image_embedding",), "int8",
 ENCODER_FLOAT = GraphSpec("encoder_float", ENCODER.inputs, ENCODER.outputs, "float",
                           "the same graph from the pretrained float weights (f16-stored); run where int8 "
                           "is slow (qmedsam.encoder_choice)")
+ENCODER_W7 = GraphSpec("encoder_w7", ENCODER.inputs, ENCODER.outputs, "int8",
+                       "the int8 encoder with 7-bit weights: run where int8 kernels lack VNNI, whose 16-bit "
+                       "pair sums saturate on 8-bit weights (qmedsam.encoder_choice)")
 DECODER_IMAGE = GraphSpec("decoder_image", ("image_embedding",), DECODER_STATE, "float",
                           "the decoder's per-image work, once per image")
 DECODER_BOXES = GraphSpec("decoder_boxes", (*DECODER_STATE, "boxes"), ("low_res_masks", "iou_predictions"),
@@ -48,10 +51,10 @@ DECODER_PLAIN = GraphSpec("decoder", ("image_embedding", "boxes"), ("low_res_mas
                           "the plain, unfactored decoder: a reference for tests and benchmarks, not shipped")
 
 REQUIRED = (ENCODER, DECODER_IMAGE, DECODER_BOXES)         # every folder the predictor reads
-SHIPPED = (ENCODER, ENCODER_FLOAT, DECODER_IMAGE, DECODER_BOXES)
+SHIPPED = (ENCODER, ENCODER_W7, ENCODER_FLOAT, DECODER_IMAGE, DECODER_BOXES)
 REFERENCE_FOLDER = "reference"                             # ONNX files and DECODER_PLAIN
 MANIFEST = "manifest.json"
-ENCODERS = {g.name: g for g in (ENCODER, ENCODER_FLOAT)}   # interchangeable in the encoder's place
+ENCODERS = {g.name: g for g in (ENCODER, ENCODER_W7, ENCODER_FLOAT)}   # interchangeable in the encoder's place
 
 
 def shipped_files() -> list[str]:

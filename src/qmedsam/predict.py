@@ -162,10 +162,10 @@ def start(args):
         raise EngineError(f"{args.outputs}: outputs folder not writable")
     models = model_dir(args.models, args.precision)
     encoder, why = choose_encoder(args.precision)
-    if not has_graph(models, encoder):              # a models folder exported before the float encoder
+    if not has_graph(models, encoder):              # a models folder exported before that encoder
         encoder, why = INT8_ENCODER, f"int8: {models} has no {encoder}.xml"
-    # --precision auto with the int8 encoder: the float one at hand for the guard (qmedsam.int8_guard)
-    fallback = FLOAT_ENCODER if args.precision == "auto" and encoder == INT8_ENCODER and has_graph(
+    # --precision auto with an int8 encoder: the float one at hand for the guard (qmedsam.int8_guard)
+    fallback = FLOAT_ENCODER if args.precision == "auto" and encoder != FLOAT_ENCODER and has_graph(
         models, FLOAT_ENCODER) else None
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if not cases:

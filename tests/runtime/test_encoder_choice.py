@@ -1,7 +1,7 @@
 """Which encoder the predictor runs on which CPU (``--precision auto``)."""
 import pytest
 
-from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, choose_encoder, cpu_flags, int8_pays
+from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, W7_ENCODER, choose_encoder, cpu_flags, int8_pays
 
 SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}
 SKYLAKE_XEON = {"avx2", "avx512f"}                 # the organisers' W-2133: AVX-512 without VNNI
@@ -9,10 +9,16 @@ ALDER_LAKE = {"avx2", "avx_vnni"}                  # a client CPU with 256-bit V
 ZEN3 = {"avx2", "fma", "sse4_2"}                   # AVX2 only
 
 
-@pytest.mark.parametrize("flags", [SAPPHIRE_RAPIDS, SKYLAKE_XEON, ALDER_LAKE])
-def test_cpus_with_avx512_vnni_or_amx_run_the_int8_encoder(flags):
+@pytest.mark.parametrize("flags", [SAPPHIRE_RAPIDS, ALDER_LAKE])
+def test_cpus_with_vnni_or_amx_run_the_int8_encoder(flags):
     assert int8_pays(flags)
     assert choose_encoder("auto", flags, isa_cap="")[0] == INT8_ENCODER
+
+
+def test_avx512_without_vnni_runs_the_7_bit_encoder_and_says_why():
+    assert int8_pays(SKYLAKE_XEON)
+    name, why = choose_encoder("auto", SKYLAKE_XEON, isa_cap="")
+    assert name == W7_ENCODER and "without VNNI" in why and "saturate" in why
 
 
 def test_avx2_only_cpus_run_the_float_encoder_and_say_why():
@@ -22,7 +28,8 @@ def test_avx2_only_cpus_run_the_float_encoder_and_say_why():
 
 def test_an_isa_cap_below_avx512_counts_as_such_a_cpu():
     assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="avx2")[0] == FLOAT_ENCODER
-    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="AVX512_CORE")[0] == INT8_ENCODER
+    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="AVX512_CORE")[0] == W7_ENCODER   # VNNI capped away
+    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="AVX512_CORE_VNNI")[0] == INT8_ENCODER
 
 
 def test_explicit_precisions_and_unknown_cpus_keep_the_folders_own_encoder():

@@ -21,14 +21,15 @@ def test_probe_slices_are_the_ends_of_the_smallest_boxes_first():
     assert int8_guard.probe_slices(boxes[:1], 3) == [2, 20]
 
 
-def test_box_dice_leaves_out_boxes_whose_masks_are_both_tiny():
+def test_probe_agreement_is_the_dice_of_all_probed_pixels_together():
     a = np.zeros((32, 32), bool)
     b = a.copy()
     a[:4, :4] = True                  # 16 px
-    b[:4, :2] = True                  # 8 px
-    tiny = np.zeros_like(a)
-    tiny[0, :3] = True
-    assert int8_guard.box_dice([(a, b), (tiny, np.zeros_like(a))]) == [pytest.approx(16 / 24)]
+    b[:4, :2] = True                  # 8 px, inside a
+    tiny, empty = np.zeros_like(a), np.zeros_like(a)
+    tiny[0, 10:12] = True             # 2 px, float finds nothing: weighs by its size only
+    assert int8_guard.pixel_dice([(a, b), (tiny, empty)]) == pytest.approx(2 * 8 / (16 + 8 + 2))
+    assert int8_guard.pixel_dice([(empty, empty)]) is None
 
 
 def test_judge_keeps_int8_at_or_above_the_threshold_and_falls_back_below():
@@ -45,7 +46,8 @@ class TwoEncoders:
 
     def __init__(self, shift: float):
         self.shift = shift
-        self.encoder, self.fallback = ENCODER.name, ENCODER_FLOAT.name
+        self.encoder = self.primary = ENCODER.name
+        self.fallback = ENCODER_FLOAT.name
         self.encoded = {ENCODER.name: 0, ENCODER_FLOAT.name: 0}
         self._emb = 0.0
 

@@ -225,7 +225,7 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
         for ext in ("xml", "bin"):
             shutil.copy(MODELS / f"{f}.{ext}", older)
     runs = {"avx2": ({"avx2", "fma"}, MODELS), "vnni": ({"avx2", "avx512f", "avx512_vnni"}, MODELS),
-            "avx2, older folder": ({"avx2", "fma"}, older)}
+            "avx2, older folder": ({"avx2", "fma"}, older), "avx512 without vnni": ({"avx2", "avx512f"}, MODELS)}
     for name, (flags, models) in runs.items():
         monkeypatch.setattr(choice, "cpu_flags", lambda flags=flags: set(flags))
         out = tmp_path / name
@@ -240,7 +240,8 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
     assert "encoder float: a 2D image is one encoder pass" in said["vnni, case"]      # the guard's choice
     assert "encoder int8: " in said["avx2, older folder"] and "has no encoder_float.xml" in said["avx2, older folder"]
     assert "guarded" not in said["avx2, older folder"]             # no float encoder at hand: no guard
-    assert [segs[f"{k}, precision"] for k in runs] == ["float", "float", "int8"]
+    assert "encoder int8, 7-bit weights: this CPU has AVX-512 without VNNI" in said["avx512 without vnni"]
+    assert [segs[f"{k}, precision"] for k in runs] == ["float", "float", "int8", "float"]
     base = tmp_path / "float-base"                      # --precision fp32 reads BASE/fp32
     base.mkdir()
     (base / "fp32").symlink_to(fp32_dir)

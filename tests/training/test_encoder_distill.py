@@ -4,7 +4,7 @@ import torch
 
 from training.encoder_distill import distill_encoder, embedding_loss, random_view
 from training.model.lite_medsam import build_lite_medsam
-from training.ptq import _tensors, calibrate_encoder, rel_error
+from training.ptq import model_inputs, calibrate_encoder, rel_error
 from training.ptq_recipe import PTQ_CONFIG
 
 
@@ -28,7 +28,7 @@ def test_distillation_brings_int8_encoder_towards_float(weights, float_model, ct
     torch.manual_seed(0)
     model = build_lite_medsam(weights, PTQ_CONFIG)
     slices = [ct_case.image[z] for z in (10, 22)]
-    x = _tensors([("ct", s) for s in slices])
+    x = model_inputs([("ct", s) for s in slices])
     calibrate_encoder(model.image_encoder, x)
     qenc, fenc = model.image_encoder, float_model.image_encoder
     bn = {n: b.clone() for n, b in qenc.named_buffers() if "running" in n}

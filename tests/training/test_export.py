@@ -65,6 +65,8 @@ def test_brevitas_and_openvino_agree_on_real_inputs(quick_int8, ct_case):
 
 def _float_kinds(float_model, names):
     enc = float_model.image_encoder
+    # equalization wraps a layer as NAME.layer (training.ptq.equalize_activations); the float model has NAME
+    names = [n.removesuffix(".layer") for n in names]
     convs = sum(isinstance(enc.get_submodule(n), torch.nn.Conv2d) for n in names)
     linears = sum(isinstance(enc.get_submodule(n), torch.nn.Linear) for n in names)
     return convs, linears
@@ -173,3 +175,28 @@ def test_refreshing_the_runtime_decoder_rewrites_only_its_graphs(weights, tmp_pa
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SystemExit, match="make export"):
         refresh_runtime_decoder(folder, weights)
+
+
+def test_a_7_bit_export_becomes_the_folders_encoder_w7(weights, tmp_path):
+    """``--add-w7 --w7-from DIR``: the encoder of a ``WEIGHT_BITS=7`` export is copied in as
+    ``encoder_w7`` and recorded in the manifest with its hashes; a folder that is not a 7-bit
+    export is refused."""
+    from conftest import MODELS
+    from qmedsam.model_spec import ENCODER_W7, contract
+    from tools.weights import sha256_of
+    from training.export import add_w7_encoder, path_of
+
+    folder, source = tmp_path / "models", tmp_path / "w7"
+    for d in (folder, source):
+        shutil.copytree(MODELS, d, ignore=shutil.ignore_patterns("fp32", "decoder*", "encoder_*"))
+    record = json.loads((source / "manifest.json").read_text())
+    with pytest.raises(SystemExit, match="7-bit"):
+        add_w7_encoder(folder, weights, 0, source)
+    (source / "manifest.json").write_text(json.dumps(dict(record, weight_bits=7)))
+    add_w7_encoder(folder, weights, 0, source)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["encoder_w7"]["weight_bits"] == 7 and manifest["contract"] == contract()
+    for ext in ("xml", "bin", "onnx"):
+        w7 = path_of(folder, ENCODER_W7, ext)
+        assert w7.read_bytes() == path_of(source, ENCODER, ext).read_bytes()
+        assert manifest["files"][w7.relative_to(folder).as_posix()]["sha256"] == sha256_of(w7)

@@ -75,10 +75,10 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
 def ptq_student(weights: Path, n_calib: int, log=print):
     """The post-training recipe's int8 model (steps 1-4, bias correction on) as the student."""
     from tools.modalities import calibration_set
-    from training.ptq import _tensors, correct_bias
+    from training.ptq import model_inputs, correct_bias
     from training.ptq_recipe import BIAS_SLICES, quantized_model
 
-    images = _tensors(calibration_set(n_calib))
+    images = model_inputs(calibration_set(n_calib))
     log(f"student: post-training recipe on {len(images)} calibration slices")
     model = quantized_model(weights, images)
     correct_bias(model.image_encoder, [(x,) for x in images[:BIAS_SLICES]])
@@ -146,8 +146,10 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
     elif init.is_file():
         blob = torch.load(str(init), map_location="cpu", weights_only=False)
     else:
+        from training.ptq_recipe import kept_float
+
         model = ptq_student(weights, s.calib, log)
-        blob = student_record(model, Structure(equalized=True), step=0)
+        blob = student_record(model, Structure(equalized=True, float_layers=tuple(kept_float(model))), step=0)
         save(blob, init)
     model, structure = rebuild(blob)
     encoder = model.image_encoder
