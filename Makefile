@@ -132,11 +132,11 @@ bench-guard: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 bench-mixed: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_mixed --models $(MODELS)
 
+ONLY ?=
 .PHONY: bench-predict bench-prompting
 bench-predict: $(STAMP)
-	$(PY) -m benchmarks.bench_predict
+	$(PY) -m benchmarks.bench_predict $(if $(ONLY),--only $(ONLY))
 
-ONLY ?=
 bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_prompting $(if $(ONLY),--only $(ONLY))
 

@@ -114,6 +114,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with (default %(default)s)")
     ap.add_argument("--runs", type=int, default=3, help="measured runs per figure (median)")
+    ap.add_argument("--only", choices=("3d",), help="3d: only the 3D cases, default vs --precision fp32 vs baseline")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")
     tmp = Path(tempfile.mkdtemp(prefix="qmedsam-bench-"))
@@ -126,6 +127,9 @@ def main(argv=None) -> None:
                     "this, --zoom off": (ROOT / "predict.sh", ("--zoom", "off")),
                     "this, --precision fp32": (ROOT / "predict.sh", ("--precision", "fp32")),
                     "this (default)": (ROOT / "predict.sh", ())}
+        if args.only == "3d":             # the encoder-bound volumes: the default against --precision fp32
+            cases = [c for c in cases if c.name.startswith("3D")]
+            versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, --precision", "this ("))}
         encoder, why = choose_encoder("auto")
         print(f"--precision auto (the default) runs the encoder {why}")
         if encoder != INT8_ENCODER:                  # the int8 encoder side by side where it is not the default
@@ -151,6 +155,8 @@ def main(argv=None) -> None:
                       + f"  {old['first']:5.2f} -> " + "/".join(f"{r['first']:4.2f}" for r in this)
                       + f"  {old['rss']:5.0f} -> " + "/".join(f"{r['rss']:4.0f}" for r in this)
                       + f"  default vs --precision fp32: {res['this, --precision fp32']['wall'] / res['this (default)']['wall']:.2f}x")
+        if args.only:
+            return
         print(f"\npreprocessing a 3024x4032 RGB photo (resize to 256, normalise, pad): "
               f"{preprocessing_seconds():.3f} s")
         rss, slope = memory_per_box(cases[2], tmp / "memory", dict(os.environ))

@@ -21,7 +21,8 @@ def test_every_encoder_leaf_has_a_group(qenc):
 
 
 def test_qat_configs_keep_the_shipped_models_float_layers(qenc):
-    shipped = manifest_float_layers()
+    # the shipped names carry equalization's wrapper (NAME.layer); the QAT student is not equalized
+    shipped = [n.removesuffix(".layer") for n in manifest_float_layers()]
     for path in sorted(CONFIGS.glob("**/stage*.json")):
         groups = json.loads(path.read_text())["quant"]["float_groups"]
         assert sorted(layers_in_groups(qenc, groups)) == sorted(shipped), path
