@@ -91,8 +91,13 @@ def float_copy(model: LiteMedSAM) -> LiteMedSAM:
 
 def onnx_to_ir(onnx_path: Path, xml_path: Path, fp16_weights: bool = False) -> None:
     """IR from ONNX; float weights stored as f16 with ``fp16_weights`` (OpenVINO turns them back
-    into f32 at load: half the file, the same speed)."""
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=fp16_weights)
+    into f32 at load: half the file, the same speed); the encoder's attention-bias tables stored
+    compact (``training/ir_attention_biases.py``: the same compiled model, 1.4-3.7 MB less a file)."""
+    from training.ir_attention_biases import compact_attention_biases
+
+    model = ov.convert_model(str(onnx_path))
+    compact_attention_biases(model)
+    ov.save_model(model, str(xml_path), compress_to_fp16=fp16_weights)
 
 
 def export_float(model: LiteMedSAM, out: Path, entries=None, keep_onnx: bool = True,
