@@ -36,6 +36,16 @@ def _tiny_configs(folder):
     return folder
 
 
+def _config_float_layers() -> list[str]:
+    """The encoder layers the QAT configs' float groups name, as the student keeps them."""
+    from training.model.lite_medsam import LiteMedSAM
+    from training.model.surgery import layers_in_groups
+    from training.qat.student import QAT_CONFIG
+
+    cfg = json.loads((ROOT / "training" / "configs" / "cpu-demo" / "stage3.json").read_text())
+    return layers_in_groups(LiteMedSAM(QAT_CONFIG).image_encoder, cfg["quant"]["float_groups"])
+
+
 def test_train_all_checkpoints_export_and_run_in_the_predictor(tmp_path):
     tree = tmp_path / "tree"
     write_tree(tree, n2d=4, n3d=3)
@@ -43,9 +53,11 @@ def test_train_all_checkpoints_export_and_run_in_the_predictor(tmp_path):
     _make("train-all", f"DATA={tree}", f"QAT_OUT={qat}", "EPOCHS=1", "SAMPLES=1",
           f"CONFIGS={_tiny_configs(tmp_path / 'configs')}")
     # every checkpoint the trainer writes says what it is made of, the resumable one too
+    expected = Structure(float_layers=tuple(_config_float_layers()))
+    assert expected.float_layers                   # the configs keep the recipe's float groups
     for path in sorted((qat / "stage3").glob("*.pt")):
         blob = torch.load(path, map_location="cpu", weights_only=False)
-        assert structure_of(blob) == Structure(), path
+        assert structure_of(blob) == expected, path
     models = tmp_path / "models"
     _make("export", f"CKPT={qat / 'stage3' / 'last.pt'}", f"MODELS={models}")
     manifest = json.loads((models / "manifest.json").read_text())
