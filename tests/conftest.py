@@ -44,7 +44,7 @@ def quick_int8(weights, tmp_path_factory, ct_case):
     exported to a temporary folder: enough to test the export path; `make export` calibrates
     the committed artifacts properly."""
     from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
-    from training.export import export_quant
+    from training.graph_export import export_quant
     from training.model.lite_medsam import build_lite_medsam
     from training.ptq import model_inputs, calibrate_decoder, decoder_calibration_batches
     from training.ptq_recipe import quantized_model
@@ -63,11 +63,11 @@ def quick_int8(weights, tmp_path_factory, ct_case):
 def fp32_dir(float_model, tmp_path_factory):
     """Float IR: the repo's models/fp32 when exported, else a fresh export."""
     from qmedsam.model_spec import DECODER_PLAIN, REQUIRED
-    from training.export import path_of
+    from training.graph_export import path_of
 
     if all(path_of(MODELS / "fp32", g).exists() for g in (*REQUIRED, DECODER_PLAIN)):
         return MODELS / "fp32"
-    from training.export import export_float
+    from training.graph_export import export_float
 
     out = tmp_path_factory.mktemp("fp32")
     export_float(float_model, out)

@@ -13,7 +13,7 @@ from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from qmedsam.encoder_choice import cpu_flags, int8_pays
 from qmedsam.model_spec import DECODER_PLAIN, ENCODER, REFERENCE_FOLDER
 from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
-from training.export import path_of
+from training.graph_export import path_of
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 # Tolerances. OpenVINO runs the same int8 arithmetic as Brevitas simulates, but sums in
@@ -156,7 +156,8 @@ def test_refreshing_the_runtime_decoder_rewrites_only_its_graphs(weights, tmp_pa
     decoder graphs came from other weights (a QAT checkpoint) is refused."""
     from conftest import MODELS
     from tools.weights import sha256_of
-    from training.export import RUNTIME_DECODER, refresh_runtime_decoder
+    from training.export import refresh_runtime_decoder
+    from training.graph_export import RUNTIME_DECODER
 
     folder = tmp_path / "models"
     shutil.copytree(MODELS, folder, ignore=shutil.ignore_patterns("fp32", "*.onnx"))
@@ -184,7 +185,8 @@ def test_a_7_bit_export_becomes_the_folders_encoder_w7(weights, tmp_path):
     from conftest import MODELS
     from qmedsam.model_spec import ENCODER_W7, contract
     from tools.weights import sha256_of
-    from training.export import add_w7_encoder, path_of
+    from training.export import add_w7_encoder
+    from training.graph_export import path_of
 
     folder, source = tmp_path / "models", tmp_path / "w7"
     for d in (folder, source):

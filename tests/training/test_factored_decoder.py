@@ -9,7 +9,7 @@ from qmedsam.cases import load_case
 from qmedsam.model_spec import DECODER_PLAIN
 from qmedsam.preprocess import boxes_to_model, image_to_tensor
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
-from training.export import path_of
+from training.graph_export import path_of
 from training.model.factored_decoder import STATE_OUTPUTS, DecoderBoxes, DecoderImageState
 
 
