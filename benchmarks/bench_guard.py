@@ -22,7 +22,7 @@ import numpy as np
 from benchmarks.cpu import SETTINGS, describe, settings
 from qmedsam.cases import Case
 from qmedsam.engine import Engine, float_ops_for
-from qmedsam.int8_guard import MIN_DICE, probe_prompts, probe_pairs, probe_slices
+from qmedsam.int8_guard import MIN_DICE, encode_probes, pixel_dice, probe_prompts, probe_pairs, probe_slices
 from qmedsam.model_spec import ENCODER_FLOAT
 from qmedsam.preprocess import Geometry
 from qmedsam.segment import Options, _Context, Stats, segment_case
@@ -63,18 +63,18 @@ def label_agreement(a: np.ndarray, b: np.ndarray, n: int) -> float:
 
 
 def probe_stats(engine: Engine, case: Case, n: int) -> dict:
-    """Lowest and pixel-weighted int8-vs-float Dice of the boxes on ``n`` probe slices."""
+    """Lowest and pixel-weighted (the guard's statistic) int8-vs-float Dice of the boxes on ``n``
+    probe slices."""
     zs = probe_slices(case.boxes, n)
+    geo = Geometry(*case.image.shape[1:])
     session = _Context(engine, Options(), Stats()).session
-    inter = total = 0
-    dice = []
-    for a, b in probe_pairs(engine, ENCODER_FLOAT.name, case.image,
-                            probe_prompts(case.boxes, Geometry(*case.image.shape[1:]), zs), session):
-        na, nb, both = int(a.sum()), int(b.sum()), int(np.logical_and(a, b).sum())
-        inter, total = inter + both, total + na + nb
-        if max(na, nb) >= 8:          # a few pixels' difference would decide smaller masks
-            dice.append(2.0 * both / (na + nb))
-    return {"lowest": min(dice) if dice else None, "weighted": 2.0 * inter / total if total else None}
+    embeddings = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
+    pairs = list(probe_pairs(embeddings, engine.encoder, ENCODER_FLOAT.name, probe_prompts(case.boxes, geo, zs),
+                             geo, session))
+    # a few pixels' difference would decide smaller masks
+    dice = [2.0 * int(np.logical_and(a, b).sum()) / (int(a.sum()) + int(b.sum()))
+            for a, b in pairs if max(int(a.sum()), int(b.sum())) >= 8]
+    return {"lowest": min(dice) if dice else None, "weighted": pixel_dice(pairs)}
 
 
 def measure(models: Path, samples: Path) -> dict:

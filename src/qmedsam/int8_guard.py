@@ -53,16 +53,27 @@ def probe_prompts(boxes3d: np.ndarray, geo: Geometry, zs: list[int]) -> dict[int
     return {z: boxes256[np.asarray(plan[z])] for z in zs}
 
 
-def probe_pairs(engine: EngineLike, float_encoder: str, volume: np.ndarray, prompts: dict[int, np.ndarray],
-                session):
+def encode_probes(engine: EngineLike, float_encoder: str, volume: np.ndarray, zs) -> dict[str, dict[int, np.ndarray]]:
+    """Each probe slice of ``volume`` encoded by both encoders: encoder graph -> slice -> embedding
+    (the chosen encoder's are reused by the case's own pass, so a probe costs one extra pass)."""
+    out: dict[str, dict[int, np.ndarray]] = {engine.encoder: {}, float_encoder: {}}
+    for z in zs:
+        tensor, _ = image_to_tensor(volume[z])
+        out[engine.encoder][z] = engine.encode(tensor)
+        out[float_encoder][z] = engine.encode_with(float_encoder, tensor)
+    return out
+
+
+def probe_pairs(embeddings: dict[str, dict[int, np.ndarray]], int8: str, float_encoder: str,
+                prompts: dict[int, np.ndarray], geo: Geometry, session):
     """Yield (int8 mask, float mask) of every prompt of each slice of ``prompts`` (slice -> (B, 1, 4)
-    model-space boxes; ``session``: embedding -> an :class:`~qmedsam.image_session.ImageSession`
-    set on it), in the image's valid window."""
+    model-space boxes) decoded against both encoders' ``embeddings`` (:func:`encode_probes`;
+    ``session``: embedding -> an :class:`~qmedsam.image_session.ImageSession` set on it), in the
+    slices' valid window."""
+    h, w = geo.resized
     for z, boxes in prompts.items():
-        tensor, geo = image_to_tensor(volume[z])
-        h, w = geo.resized
-        masks = [[logits[:h, :w] > 0 for _, logits in session(emb).masks(boxes)]
-                 for emb in (engine.encode(tensor), engine.encode_with(float_encoder, tensor))]
+        masks = [[logits[:h, :w] > 0 for _, logits in session(embeddings[name][z]).masks(boxes)]
+                 for name in (int8, float_encoder)]
         yield from zip(*masks)
 
 
@@ -83,19 +94,23 @@ def judge(agreement: float | None, int8: str, float_encoder: str, zs: list[int])
                                   f"{agreement:.3f} < {MIN_DICE})", agreement, tuple(zs))
 
 
-def choose(case: Case, engine, session) -> Verdict:
+def choose(case: Case, engine, session) -> tuple[Verdict, dict[int, np.ndarray]]:
     """Which encoder runs ``case`` (see the module's doc) on an engine built with an int8 encoder
-    (``engine.primary``) and holding the float one as its fallback; the engine is left set to it."""
+    (``engine.primary``) and holding the float one as its fallback; the engine is left set to it.
+    Also returns the chosen encoder's embeddings of the probe slices (slice -> embedding), for the
+    case's own pass to take instead of encoding them again."""
     int8 = engine.primary
     engine.use_encoder(int8)
+    probed: dict[str, dict[int, np.ndarray]] = {}
     if not case.is_3d:
         verdict = Verdict(ENCODER_FLOAT.name, "float: a 2D image is one encoder pass, less than a probe costs")
     elif len(case.boxes) == 0:
         verdict = Verdict(int8, "int8: no boxes")
     else:
         zs = probe_slices(case.boxes)
-        prompts = probe_prompts(case.boxes, Geometry(*case.image.shape[1:]), zs)
-        dice = pixel_dice(probe_pairs(engine, ENCODER_FLOAT.name, case.image, prompts, session))
-        verdict = judge(dice, int8, ENCODER_FLOAT.name, zs)
+        geo = Geometry(*case.image.shape[1:])
+        probed = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
+        pairs = probe_pairs(probed, int8, ENCODER_FLOAT.name, probe_prompts(case.boxes, geo, zs), geo, session)
+        verdict = judge(pixel_dice(pairs), int8, ENCODER_FLOAT.name, zs)
     engine.use_encoder(verdict.encoder)
-    return verdict
+    return verdict, probed.get(verdict.encoder, {})

@@ -147,15 +147,21 @@ def _encoded(engine, tensors, overlap: bool):
             pending = start(i + 1)
 
 
-def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats):
-    """Yield (z, embedding) for slices ``zs`` of ``volume`` in order (see :func:`_encoded`)."""
+def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats, known: dict[int, np.ndarray] | None = None):
+    """Yield (z, embedding) for slices ``zs`` of ``volume`` in order (see :func:`_encoded`); the
+    slices in ``known`` (slice -> embedding, taken out as they are used: the guard's probes) are
+    not encoded again."""
+    known = {} if known is None else known
     zs = list(zs)
-    for i, emb in _encoded(engine, [lambda z=z: image_to_tensor(volume[z])[0] for z in zs], overlap):
-        stats.note_encoded(zs[i])
-        yield zs[i], emb
+    fresh = [z for z in zs if z not in known]
+    encoded = _encoded(engine, [lambda z=z: image_to_tensor(volume[z])[0] for z in fresh], overlap)
+    for z in zs:
+        emb = known.pop(z) if z in known else next(encoded)[1]
+        stats.note_encoded(z)
+        yield z, emb
 
 
-def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
+def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None) -> np.ndarray:
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
@@ -165,7 +171,7 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats) -> np.ndar
     stats.planned = len(plan)
     best = confidence_map(seg.shape[1:])           # each slice is visited once: one map, reset
     ctx = _Context(engine, opts, stats)
-    for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats):
+    for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats, known):
         idx = np.asarray(plan[z])
         best.fill(0)
         ctx.session(emb).paste(boxes256[idx], idx + 1, Target(seg[z], best, geo))
@@ -215,7 +221,8 @@ def _guided_step(session: ImageSession, prompts, fixed, labels, target: Target) 
     return following
 
 
-def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided: bool = False) -> np.ndarray:
+def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided: bool = False,
+                         known=None) -> np.ndarray:
     """The baseline's propagation, with every slice encoded once.
 
     Sweep up from each box's middle slice, keeping the embeddings that the
@@ -225,6 +232,7 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
 
     ``guided``: the propagated prompt is clipped to the 3D box's xy extent, and on every slice
     the decoder's IoU prediction picks between it and the fixed box (:func:`_guided_step`).
+    ``known``: embeddings already made (slice -> embedding), as :func:`_encoded_slices`.
     """
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
@@ -259,11 +267,11 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
                     if middle_to is not None and z == plan.middle[i]:
                         middle_to[i] = prompts[i]       # the downward chain starts from the middle mask
 
-        sweep(_encoded_slices(engine, case.image, plan.up, opts.overlap, stats), prompt_up, plan.up,
+        sweep(_encoded_slices(engine, case.image, plan.up, opts.overlap, stats, known), prompt_up, plan.up,
               lambda z: z in reused, middle_to=prompt_down)
         fresh = [z for z in plan.down if z not in reused]
         down_steps = _merge_descending(list(plan.down), store,
-                                       _encoded_slices(engine, case.image, fresh, opts.overlap, stats))
+                                       _encoded_slices(engine, case.image, fresh, opts.overlap, stats, known))
         sweep(down_steps, prompt_down, plan.down, lambda z: False)
     finally:
         store.close()
@@ -283,12 +291,13 @@ def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.n
     """The label map of ``case`` and its counters; ``progress`` (a function of the counters) is
     told as the work goes on."""
     stats = Stats(progress=progress)
+    known: dict[int, np.ndarray] = {}
     if opts.guard and getattr(engine, "fallback", None):
-        stats.verdict = int8_guard.choose(case, engine, _Context(engine, opts, stats).session)
+        stats.verdict, known = int8_guard.choose(case, engine, _Context(engine, opts, stats).session)
     if not case.is_3d:
         seg = segment_2d(case, engine, opts, stats)
     elif opts.mode_3d in ("propagate", "guided"):
-        seg = segment_3d_propagate(case, engine, opts, stats, guided=opts.mode_3d == "guided")
+        seg = segment_3d_propagate(case, engine, opts, stats, guided=opts.mode_3d == "guided", known=known)
     else:
-        seg = segment_3d_fixed(case, engine, opts, stats)
+        seg = segment_3d_fixed(case, engine, opts, stats, known)
     return seg, stats

@@ -95,10 +95,26 @@ def test_a_3d_case_runs_in_float_only_where_its_probes_disagree(shift, expected)
     seg, stats = segment_case(_volume_case(), eng, Options(guard=True))
     assert stats.verdict.encoder == expected == eng.encoder
     assert stats.verdict.probes == (2, 9, 5)
-    # the probes are encoded by both encoders; the case itself by the chosen one, each slice once
+    # the probes are encoded by both encoders; the case by the chosen one, each slice once: its
+    # probe slices' embeddings are taken from the probes
     other = ENCODER_FLOAT.name if expected == ENCODER.name else ENCODER.name
-    assert eng.encoded[expected] == 3 + stats.slices_encoded and eng.encoded[other] == 3
+    assert eng.encoded[expected] == stats.slices_encoded and eng.encoded[other] == 3
     assert stats.slices_encoded == 10 and seg.max() == 2
+
+
+@pytest.mark.parametrize("mode", ["fixed", "propagate", "guided"])
+@pytest.mark.parametrize("shift", [1, 12])
+def test_the_probes_embeddings_stand_in_for_the_cases_own_and_change_nothing(mode, shift):
+    """The chosen encoder's probe embeddings are reused by every 3D mode: the label map equals the
+    one the same encoder gives without the guard, and no slice is encoded twice by it."""
+    guarded = TwoEncoders(shift)
+    seg, stats = segment_case(_volume_case(), guarded, Options(guard=True, mode_3d=mode))
+    plain = TwoEncoders(shift)
+    plain.use_encoder(stats.verdict.encoder)
+    ref, ref_stats = segment_case(_volume_case(), plain, Options(mode_3d=mode))
+    np.testing.assert_array_equal(seg, ref)
+    assert sorted(stats.encoded) == sorted(ref_stats.encoded)
+    assert guarded.encoded[stats.verdict.encoder] == plain.encoded[stats.verdict.encoder]
 
 
 def test_a_2d_case_runs_in_float_and_the_next_case_starts_from_int8_again():
@@ -148,5 +164,8 @@ def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine)
     zs = [2, 9]                     # slice 2 holds the first box, slice 9 both
     prompts = int8_guard.probe_prompts(case.boxes, int8_guard.Geometry(64, 64), zs)
     session = lambda emb: ImageSession(guarded_engine, 8, Stats()).set_image(emb)   # noqa: E731
-    pairs = list(int8_guard.probe_pairs(guarded_engine, ENCODER_FLOAT.name, case.image, prompts, session))
+    embeddings = int8_guard.encode_probes(guarded_engine, ENCODER_FLOAT.name, case.image, zs)
+    assert {name: sorted(e) for name, e in embeddings.items()} == {ENCODER.name: zs, ENCODER_FLOAT.name: zs}
+    pairs = list(int8_guard.probe_pairs(embeddings, ENCODER.name, ENCODER_FLOAT.name, prompts,
+                                        int8_guard.Geometry(64, 64), session))
     assert len(pairs) == 1 + 2 and all(a.shape == b.shape == (256, 256) for a, b in pairs)
