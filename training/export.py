@@ -52,15 +52,19 @@ def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | Non
     """The post-training recipe again with 7-bit weights, its encoder exported as ``encoder_w7``
     (what ``--precision auto`` runs on AVX-512 CPUs without VNNI; qmedsam.encoder_choice) into an
     int8 models folder and recorded in its manifest (part of ``make export``; ``--add-w7`` on its
-    own).  ``source``: a folder ``make export WEIGHT_BITS=7`` wrote, whose encoder is taken as it
-    is instead of running the recipe again."""
+    own).  ``source``: a folder ``make export WEIGHT_BITS=7`` wrote (its encoder is taken as it is
+    instead of running the recipe again), or a models folder that holds an ``encoder_w7`` (taken
+    with its record: a QAT checkpoint's export keeping the post-training 7-bit encoder)."""
     if source is not None:
         record = read_manifest(source)
+        if "encoder_w7" in record:
+            _copy_graph(source, ENCODER_W7, models)
+            update_manifest(models, [ENCODER_W7], encoder_w7=dict(record["encoder_w7"], copied_from=str(source)))
+            return
         if record.get("weight_bits") != 7:
-            raise SystemExit(f"{source}: its manifest does not record 7-bit weights (make export WEIGHT_BITS=7)")
-        path_of(models, ENCODER_W7, "onnx").parent.mkdir(parents=True, exist_ok=True)
-        for ext in GRAPH_EXTS:
-            shutil.copyfile(path_of(source, ENCODER, ext), path_of(models, ENCODER_W7, ext))
+            raise SystemExit(f"{source}: its manifest records neither 7-bit weights (make export WEIGHT_BITS=7) "
+                             f"nor an encoder_w7")
+        _copy_graph(source, ENCODER, models, ENCODER_W7)
         folded = record["onnx"]["constant_clips_folded"][ENCODER.name]
     else:
         ptq = model_sources.post_training(weights, n_calib, 0, weight_bits=7)
@@ -72,6 +76,14 @@ def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | Non
         "from": str(source) if source else "make export", "encoder_steps": record["encoder_steps"],
         "encoder_agreement": record["encoder_agreement"], "float_layers": record["float_layers"],
         "constant_clips_folded": folded})
+
+
+def _copy_graph(source: Path, spec, models: Path, as_spec=None) -> None:
+    """Copy one graph's files from ``source`` into ``models`` (as ``as_spec``'s, default its own)."""
+    path_of(models, spec, "onnx").parent.mkdir(parents=True, exist_ok=True)
+    for ext in GRAPH_EXTS:
+        if path_of(source, spec, ext).exists():
+            shutil.copyfile(path_of(source, spec, ext), path_of(models, as_spec or spec, ext))
 
 
 def export_float_encoder(pretrained: LiteMedSAM, out: Path) -> dict:
@@ -124,7 +136,8 @@ def main(argv=None) -> None:
     ap.add_argument("--add-w7", action="store_true",
                     help="only add the 7-bit-weight encoder (encoder_w7) to the int8 MODELS folder")
     ap.add_argument("--w7-from", type=Path,
-                    help="with --add-w7: take the encoder of a folder `make export WEIGHT_BITS=7` wrote")
+                    help="with --add-w7: take the encoder of a folder `make export WEIGHT_BITS=7` wrote, or the "
+                         "encoder_w7 of a models folder")
     ap.add_argument("--weight-bits", type=int, default=8, choices=(7, 8),
                     help="PTQ: weight bits of the int8 encoder (7: immune to the 16-bit saturation of "
                          "int8 kernels without VNNI)")

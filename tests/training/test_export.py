@@ -192,6 +192,8 @@ def test_a_7_bit_export_becomes_the_folders_encoder_w7(weights, tmp_path):
     for d in (folder, source):
         shutil.copytree(MODELS, d, ignore=shutil.ignore_patterns("fp32", "decoder*", "encoder_*"))
     record = json.loads((source / "manifest.json").read_text())
+    record.pop("encoder_w7")                        # an 8-bit export of its own
+    (source / "manifest.json").write_text(json.dumps(record))
     with pytest.raises(SystemExit, match="7-bit"):
         add_w7_encoder(folder, weights, 0, source)
     (source / "manifest.json").write_text(json.dumps(dict(record, weight_bits=7)))
@@ -202,3 +204,10 @@ def test_a_7_bit_export_becomes_the_folders_encoder_w7(weights, tmp_path):
         w7 = path_of(folder, ENCODER_W7, ext)
         assert w7.read_bytes() == path_of(source, ENCODER, ext).read_bytes()
         assert manifest["files"][w7.relative_to(folder).as_posix()]["sha256"] == sha256_of(w7)
+    # a models folder holding an encoder_w7 passes it on with its record (a QAT export keeping it)
+    third = tmp_path / "third"
+    shutil.copytree(source, third)
+    add_w7_encoder(third, weights, 0, folder)
+    passed = json.loads((third / "manifest.json").read_text())
+    assert passed["encoder_w7"] == dict(manifest["encoder_w7"], copied_from=str(folder))
+    assert path_of(third, ENCODER_W7).read_bytes() == path_of(folder, ENCODER_W7).read_bytes()
