@@ -24,10 +24,11 @@ import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, run_setting, settings, settings_note
 from qmedsam.cases import box_xy, load_case
+from qmedsam.decoder_windows import MARGIN, OUTSIDE, plan_windows
 from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
 from qmedsam.engine import Engine
 from qmedsam.image_session import ImageSession
-from qmedsam.model_spec import DECODER_PLAIN
+from qmedsam.model_spec import DECODER_PLAIN, REFERENCE_FOLDER
 from qmedsam.model_dir import has_graph
 from qmedsam.memory import MAX_BLOCK
 from qmedsam.plan3d import middle_slice
@@ -37,6 +38,7 @@ from qmedsam_eval.metrics import dice, label_dice
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOAT_ROW = "float encoder (f16-stored, beside int8)"
+WHOLE_ROW = "factored decoder, whole grid (no windows)"
 BOX_COUNTS = (1, 16, 64, 241)
 
 
@@ -59,6 +61,11 @@ class PlainDecoder:
     def logits(self, emb, boxes):
         self.request.infer({"image_embedding": emb, "boxes": boxes})
         return self.request.get_tensor("low_res_masks").data.copy()
+
+
+def _plain_xml(folder: Path) -> Path:
+    """The plain decoder's IR in a models folder (its reference subfolder)."""
+    return folder / REFERENCE_FOLDER / DECODER_PLAIN.files[0]
 
 
 def _factored_run(engine: Engine, emb: np.ndarray, boxes: np.ndarray) -> None:
@@ -104,6 +111,54 @@ def factored_agreement(samples: Path, encoder: Engine, factored: Engine, plain: 
             "logit_max_diff": float(np.max(diffs))}
 
 
+WINDOW_MARGINS = (4, 8, 16, 24)
+
+
+def real_slices(samples: Path):
+    """(image, boxes in its pixels) of the bundled samples: 2D images, and each 3D box's middle and
+    end slices."""
+    for path in sorted(samples.glob("*.npz")):
+        case = load_case(path)
+        if not case.is_3d:
+            yield case.image, case.boxes
+            continue
+        for b in case.boxes:
+            for z in sorted({int(b[2]), middle_slice(b[2], b[5]), int(b[5])}):
+                yield case.image[z], box_xy(b[None])
+
+
+def window_agreement(samples: Path, windowed: Engine, whole: Engine) -> dict:
+    """Per margin: masks decoded over their windows against the whole grid's, on real slices:
+    pooled and lowest Dice, the share of boxes given a window, and the largest logit difference
+    inside the windows (0: the same arithmetic)."""
+    out = {}
+    for margin in WINDOW_MARGINS:
+        windowed.margin = margin
+        both = total = 0
+        lowest, inside, small = 1.0, 0.0, []
+        for image, boxes in real_slices(samples):
+            x, geo = image_to_tensor(image)
+            emb = whole.encode(x)
+            b = boxes_to_model(boxes, Geometry(*image.shape[:2]))
+            for s in range(0, len(b), MAX_BLOCK):
+                block = b[s:s + MAX_BLOCK]
+                whole.prepare(emb)
+                ref = whole.decode(block)
+                windowed.prepare(emb)
+                ours = windowed.decode(block)
+                small += [size is not None for size, idx, _ in plan_windows(block, margin) for _ in idx]
+                kept = ours > OUTSIDE
+                inside = max(inside, float(np.abs(ours[kept] - ref[kept]).max()) if kept.any() else 0.0)
+                for o, r in zip(ours > 0, ref > 0):
+                    i, n = int(np.logical_and(o, r).sum()), int(o.sum()) + int(r.sum())
+                    both, total = both + i, total + n
+                    lowest = min(lowest, 2 * i / n if n else 1.0)
+        out[margin] = {"dice": 2 * both / total, "lowest": lowest, "windowed": float(np.mean(small)),
+                       "inside_max_diff": inside, "masks": len(small)}
+    windowed.margin = MARGIN
+    return out
+
+
 def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
     f32 = setting != "default"                       # organiser-like: float leftovers in f32
     runtime = "f32" if f32 else "auto"
@@ -123,13 +178,15 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
             enc[k].append(1000 * _seconds(lambda: e.encode(image)))
 
     emb, boxes = real_inputs(samples, encoders["fp32"])
-    plain_fp32 = PlainDecoder(path_of(models / "fp32", DECODER_PLAIN), "f32")
-    decoders = {"committed int8 decoder (plain)": PlainDecoder(path_of(models, DECODER_PLAIN), runtime),
+    plain_fp32 = PlainDecoder(_plain_xml(models / "fp32"), "f32")
+    decoders = {"committed int8 decoder (plain)": PlainDecoder(_plain_xml(models), runtime),
                 "plain fp32 decoder": plain_fp32,
-                "factored decoder (runtime)": encoders["int8"]}
+                "factored decoder (runtime)": encoders["int8"],
+                WHOLE_ROW: Engine(models, float_precision=runtime, windows=False)}
     if not f32:
-        decoders["committed int8 decoder, f32 leftovers"] = PlainDecoder(path_of(models, DECODER_PLAIN), "f32")
+        decoders["committed int8 decoder, f32 leftovers"] = PlainDecoder(_plain_xml(models), "f32")
         decoders["factored decoder, f32"] = encoders["int8 (f32 leftovers)"]
+        decoders[WHOLE_ROW + ", f32"] = Engine(models, float_precision="f32", windows=False)
     dec = {k: {} for k in decoders}
     for n in BOX_COUNTS:
         b = boxes[:n]
@@ -144,7 +201,8 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
             dec[k][n] = float(np.median(times[k]))
     result = {"encoder_ms": {k: float(np.median(v)) for k, v in enc.items()}, "decoder_ms_per_box": dec,
               "factored_vs_plain_float": factored_agreement(
-                  samples, encoders["fp32"], encoders["fp32"], plain_fp32)}
+                  samples, encoders["fp32"], Engine(models / "fp32", float_precision="f32", windows=False), plain_fp32),
+              "windows": window_agreement(samples, encoders["int8"], decoders[WHOLE_ROW])}
     if not f32:
         engines = {"fp32": encoders["fp32"], "int8": encoders["int8"],
                    "int8 (f32 leftovers)": encoders["int8 (f32 leftovers)"]}
@@ -234,6 +292,16 @@ def report(results: dict) -> None:
             ref = r["committed int8 decoder, f32 leftovers"]
             print(f"  {'  both f32 leftovers: committed / factored':46s}" + "".join(
                 f"{ref[c] / f[c]:8.2f}x" for c in f))
+        if WHOLE_ROW in r:
+            print(f"  {'  whole grid / windows (runtime)':46s}" + "".join(f"{r[WHOLE_ROW][c] / new[c]:8.2f}x" for c in new))
+        if WHOLE_ROW + ", f32" in r:
+            f, w = r["factored decoder, f32"], r[WHOLE_ROW + ", f32"]
+            print(f"  {'  f32: whole grid / windows':46s}" + "".join(f"{w[c] / f[c]:8.2f}x" for c in f))
+        for margin, wa in results[n].get("windows", {}).items():
+            print(f"  windows, margin {margin:>2} px{' (runtime)' if int(margin) == MARGIN else ''}: masks vs the whole grid's on "
+                  f"{wa['masks']} real boxes: Dice {wa['dice']:.5f} (lowest {wa['lowest']:.4f}), "
+                  f"{100 * wa['windowed']:.0f} % of boxes windowed, largest logit difference inside "
+                  f"{wa['inside_max_diff']:.1e}")
         a = results[n]["factored_vs_plain_float"]
         print(f"  factored vs plain float decoder on {a['masks']} real masks: Dice mean {a['dice_mean']:.5f}, "
               f"min {a['dice_min']:.5f}; largest logit difference {a['logit_max_diff']:.2e}")

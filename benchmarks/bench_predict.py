@@ -1,6 +1,6 @@
 """``make bench-predict``: organiser-style timings of fresh ``predict.sh`` processes, this runtime
 against a baseline revision of it (and with `--zoom off`, its speed without the zoom's extra
-encoder passes; and, on CPUs where ``--precision auto`` runs the float encoder, with the int8
+encoder passes; with `--decoder-windows off`, without the decoder's per-box windows; and, on CPUs where ``--precision auto`` runs the float encoder, with the int8
 one), side by side in one run.
 
 Every figure comes from a new process on a one-case inputs folder with a warm compile cache (as
@@ -79,6 +79,16 @@ def timed(versions: dict, case: Path, work: Path, env: dict, runs: int, *options
     return {v: {k: statistics.median(r[k] for r in rs[v]) for k in rs[v][0]} for v in versions}
 
 
+def _versus(res: dict, work: Path, names: list, case: Path) -> str:
+    """The default's ratio to --precision fp32, or (windows) to --decoder-windows off with the share
+    of voxels their label maps give the same label."""
+    if "this, --precision fp32" in res:
+        return f"  default vs --precision fp32: {res['this, --precision fp32']['wall'] / res['this (default)']['wall']:.2f}x"
+    a, b = (np.load(work / f"v{names.index(v)}" / "outputs" / case.name)["segs"] for v in ("this (default)", "this, no windows"))
+    return (f"  windows vs none: {res['this, no windows']['wall'] / res['this (default)']['wall']:.2f}x, "
+            f"label maps equal on {100 * float(np.mean(a == b)):.4f} % of voxels")
+
+
 def preprocessing_seconds() -> float:
     from qmedsam.preprocess import image_to_tensor
 
@@ -114,7 +124,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with (default %(default)s)")
     ap.add_argument("--runs", type=int, default=3, help="measured runs per figure (median)")
-    ap.add_argument("--only", choices=("3d",), help="3d: only the 3D cases, default vs --precision fp32 vs baseline")
+    ap.add_argument("--only", choices=("3d", "windows"),
+                    help="3d: only the 3D cases, default vs --precision fp32 vs baseline; windows: the cases of "
+                         "many small boxes, default vs --decoder-windows off vs baseline, with the label maps compared")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")
     tmp = Path(tempfile.mkdtemp(prefix="qmedsam-bench-"))
@@ -125,11 +137,15 @@ def main(argv=None) -> None:
                  coronal_ct_case(tmp)]
         versions = {f"baseline {args.baseline}": (base.path / "predict.sh", ()),
                     "this, --zoom off": (ROOT / "predict.sh", ("--zoom", "off")),
+                    "this, no windows": (ROOT / "predict.sh", ("--decoder-windows", "off")),
                     "this, --precision fp32": (ROOT / "predict.sh", ("--precision", "fp32")),
                     "this (default)": (ROOT / "predict.sh", ())}
         if args.only == "3d":             # the encoder-bound volumes: the default against --precision fp32
             cases = [c for c in cases if c.name.startswith("3D")]
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, --precision", "this ("))}
+        elif args.only == "windows":      # decoder-bound: many small boxes, 2D and 3D
+            cases = [cases[2], cases[1], ROOT / "samples" / "inputs" / "3DBox_Microscope_0004.npz"]
+            versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, no windows", "this ("))}
         encoder, why = choose_encoder("auto")
         print(f"--precision auto (the default) runs the encoder {why}")
         if encoder != INT8_ENCODER:                  # the int8 encoder side by side where it is not the default
@@ -154,7 +170,7 @@ def main(argv=None) -> None:
                       + "  " + " / ".join(f"{old['wall'] / r['wall']:5.2f}x" for r in this)
                       + f"  {old['first']:5.2f} -> " + "/".join(f"{r['first']:4.2f}" for r in this)
                       + f"  {old['rss']:5.0f} -> " + "/".join(f"{r['rss']:4.0f}" for r in this)
-                      + f"  default vs --precision fp32: {res['this, --precision fp32']['wall'] / res['this (default)']['wall']:.2f}x")
+                      + _versus(res, tmp / f"work-{setting}", list(versions), case))
         if args.only:
             return
         print(f"\npreprocessing a 3024x4032 RGB photo (resize to 256, normalise, pad): "

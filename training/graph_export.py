@@ -13,7 +13,7 @@ import torch
 
 from qmedsam.model_spec import (DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, REFERENCE_FOLDER, SHIPPED,
                                  GraphSpec)
-from training.model.factored_decoder import DecoderBoxes, DecoderImageState
+from training.model.factored_decoder import DecoderBoxes, DecoderImageState, full_cells
 from training.model.lite_medsam import LiteMedSAM
 from training.onnx_fold import fold_constant_clips, untie_dequant_constants
 
@@ -57,13 +57,15 @@ def encoder_graph(spec: GraphSpec, model: LiteMedSAM):
 
 
 def factored_graphs(fmodel: LiteMedSAM):
-    """The runtime's decoder graphs, (spec, module, args, dynamic axes) as :func:`graphs`."""
+    """The runtime's decoder graphs, (spec, module, args, dynamic axes) as :func:`graphs`; the
+    per-box graph's windows are dynamic too (traced with the whole grid)."""
     _, emb, boxes = example_inputs()
     image_state = DecoderImageState(fmodel).eval()
     with torch.no_grad():
         state = image_state(emb)
+    axes = dict(_batch_axes(DECODER_BOXES), cells={0: "B", 1: "H", 2: "W"}, low_res_masks={0: "B", 2: "H4", 3: "W4"})
     return ((DECODER_IMAGE, image_state, (emb,), None),
-            (DECODER_BOXES, DecoderBoxes(fmodel).eval(), (*state, boxes), _batch_axes(DECODER_BOXES)))
+            (DECODER_BOXES, DecoderBoxes(fmodel).eval(), (*state, boxes, full_cells(len(boxes))), axes))
 
 
 def onnx_to_ir(onnx_path: Path, xml_path: Path, fp16_weights: bool = False) -> None:

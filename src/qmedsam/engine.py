@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.decoder_windows import GRID, MARGIN, OUTSIDE, cells, plan_windows
 from qmedsam.model_spec import DECODER_BOXES, DECODER_IMAGE, DECODER_STATE, ENCODER, ENCODERS, GraphSpec
 
 GRAPHS = (ENCODER, DECODER_IMAGE, DECODER_BOXES)          # what the runtime loads, by role
@@ -85,13 +86,15 @@ class Engine:
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None, threads: int = 0,
                  hint: str = "LATENCY", float_precision: str = "auto", encoder: str = ENCODER.name,
-                 fallback: str | None = None):
+                 fallback: str | None = None, windows: bool = True):
         """``float_precision``: 'auto' (OpenVINO's choice for the CPU, what the predictor ships
         with for int8), 'f32' or 'bf16', for the operations left in float; see
         :func:`float_ops_for`.  ``cache_dir`` must be usable (:func:`cache_problem`) or None.
         ``encoder``: the file name (without ``.xml``) of the encoder graph in ``model_dir``;
         ``fallback``: another encoder graph to have at hand (:meth:`encode_with`,
-        :meth:`use_encoder`), loaded beside the others without holding up the first case."""
+        :meth:`use_encoder`), loaded beside the others without holding up the first case.
+        ``windows``: each box's per-pixel decoder work over its window only (False: the whole grid,
+        as a reference)."""
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
@@ -131,6 +134,8 @@ class Engine:
         self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
         self._prepared = False
         self._next = 0
+        self.windows = windows
+        self.margin = MARGIN                            # pixels around a box inside its window
 
     @staticmethod
     def _requests(compiled) -> list:
@@ -192,12 +197,31 @@ class Engine:
 
     def decode(self, boxes: np.ndarray, with_iou: bool = False):
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space, on the prepared image;
-        with ``with_iou`` also the decoder's IoU prediction per box (B,)."""
+        with ``with_iou`` also the decoder's IoU prediction per box (B,).  A box's per-pixel work
+        runs over its window (:mod:`qmedsam.decoder_windows`): one graph call per window size
+        present; outside its window a box's logits are ``OUTSIDE``."""
         if not self._prepared:
             raise EngineError("decode before prepare: no image embedding has been set for the boxes")
-        self._boxes.set_tensor(DECODER_BOXES.inputs[-1], _tensor(np.ascontiguousarray(boxes, dtype=np.float32)))
+        boxes = np.ascontiguousarray(boxes, dtype=np.float32)
+        groups = plan_windows(boxes, self.margin) if self.windows else [(None, np.arange(len(boxes)), np.zeros((len(boxes), 2)))]
+        if len(groups) == 1 and groups[0][0] is None:
+            logits, iou = self._decode_cells(boxes, cells(groups[0][2], None))
+            return (logits, iou) if with_iou else logits
+        logits = np.full((len(boxes), 1, 4 * GRID, 4 * GRID), OUTSIDE, np.float32)
+        iou = np.empty(len(boxes), np.float32)
+        for size, idx, origins in groups:
+            part, iou[idx] = self._decode_cells(boxes[idx], cells(origins, size))
+            if size is None:
+                logits[idx] = part
+                continue
+            for j, (k, (y, x)) in enumerate(zip(idx, origins)):
+                logits[k, 0, 4 * y:4 * (y + size), 4 * x:4 * (x + size)] = part[j, 0]
+        return (logits, iou) if with_iou else logits
+
+    def _decode_cells(self, boxes: np.ndarray, cell_idx: np.ndarray):
+        """One call of the per-box graph: the windows' logits (n, 1, 4H, 4W) and IoU (n,)."""
+        self._boxes.set_tensor(DECODER_BOXES.inputs[-2], _tensor(boxes))
+        self._boxes.set_tensor(DECODER_BOXES.inputs[-1], _tensor(np.ascontiguousarray(cell_idx)))
         self._boxes.infer()
-        logits = self._boxes.get_tensor(DECODER_BOXES.outputs[0]).data.copy()
-        if not with_iou:
-            return logits
-        return logits, self._boxes.get_tensor(DECODER_BOXES.outputs[1]).data[:, 0].copy()
+        return (self._boxes.get_tensor(DECODER_BOXES.outputs[0]).data.copy(),
+                self._boxes.get_tensor(DECODER_BOXES.outputs[1]).data[:, 0].copy())

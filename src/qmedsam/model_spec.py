@@ -45,8 +45,9 @@ ENCODER_W7 = GraphSpec("encoder_w7", ENCODER.inputs, ENCODER.outputs, "int8",
                        "pair sums saturate on 8-bit weights (qmedsam.encoder_choice)")
 DECODER_IMAGE = GraphSpec("decoder_image", ("image_embedding",), DECODER_STATE, "float",
                           "the decoder's per-image work, once per image")
-DECODER_BOXES = GraphSpec("decoder_boxes", (*DECODER_STATE, "boxes"), ("low_res_masks", "iou_predictions"),
-                          "float", "the decoder's per-box work, per block of boxes (B,1,4) -> (B,1,256,256)")
+DECODER_BOXES = GraphSpec("decoder_boxes", (*DECODER_STATE, "boxes", "cells"), ("low_res_masks", "iou_predictions"),
+                          "float", "the decoder's per-box work, per block of boxes (B,1,4) and their windows "
+                          "(B,H,W) of 64-grid cells -> the windows' logits (B,1,4H,4W); all cells: (B,1,256,256)")
 DECODER_PLAIN = GraphSpec("decoder", ("image_embedding", "boxes"), ("low_res_masks",), "int8",
                           "the plain, unfactored decoder: a reference for tests and benchmarks, not shipped")
 

@@ -88,6 +88,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="precision of the operations the int8 models leave in float: auto (default) lets "
                          "OpenVINO use bf16 on CPUs with native bf16, else f32; --precision fp32 always "
                          "runs in f32 unless bf16 is asked for")
+    ap.add_argument("--decoder-windows", choices=("on", "off"), default="on",
+                    help="on (default): a small box's up-scaling and mask product run only over a window "
+                         "around it (qmedsam.decoder_windows); off: over the whole 256x256 grid")
     ap.add_argument("--no-overlap", dest="overlap", action="store_false",
                     help="do not encode the next slice while decoding the current one")
     talk = ap.add_mutually_exclusive_group()
@@ -178,7 +181,8 @@ def start(args):
         from qmedsam.engine import Engine
 
         return Engine(models, cache, threads=args.threads, hint=args.hint,
-                      float_precision=float_ops, encoder=encoder, fallback=fallback)
+                      float_precision=float_ops, encoder=encoder, fallback=fallback,
+                      windows=args.decoder_windows == "on")
 
     def report(engine):
         if args.verbose:

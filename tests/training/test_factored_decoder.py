@@ -10,7 +10,7 @@ from qmedsam.model_spec import DECODER_PLAIN
 from qmedsam.preprocess import boxes_to_model, image_to_tensor
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from training.graph_export import path_of
-from training.model.factored_decoder import STATE_OUTPUTS, DecoderBoxes, DecoderImageState
+from training.model.factored_decoder import STATE_OUTPUTS, DecoderBoxes, DecoderImageState, full_cells, window_cells
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +34,30 @@ def test_torch_factored_decoder_equals_the_plain_decoder(float_model, real_slice
             ref, ref_iou = float_model.decoder().forward_with_iou(emb, boxes)
             state = image_state(emb)
             assert len(state) == len(STATE_OUTPUTS) and all(t.shape[:2] == (1, 4096) for t in state)
-            out, iou = per_box(*state, boxes)
+            out, iou = per_box(*state, boxes, full_cells(len(b)))
             assert out.shape == ref.shape and iou.shape == ref_iou.shape == (len(b), 1)
             assert float((out - ref).abs().max()) < 1e-4 * float(ref.abs().max())
             torch.testing.assert_close(iou, ref_iou, atol=1e-5, rtol=1e-4)
             assert min(dice(o > 0, r > 0) for o, r in zip(out.numpy(), ref.numpy())) >= 0.999
+
+
+def test_a_window_of_cells_gives_the_full_logits_there(float_model, real_slices):
+    """The per-pixel work over a window of the grid: its logits equal the full decoder's in the
+    window (any window size and place, each box its own), and the IoU prediction is unchanged."""
+    image_state, per_box = DecoderImageState(float_model).eval(), DecoderBoxes(float_model).eval()
+    x, b = real_slices[0]
+    origins = torch.tensor([[0, 0], [48, 40], [10, 3]])[: len(b)]
+    boxes = torch.from_numpy(b[: len(origins)])
+    with torch.no_grad():
+        state = image_state(float_model.image_encoder(torch.from_numpy(x)))
+        full, iou = per_box(*state, boxes, full_cells(len(boxes)))
+        for size in (16, 8):
+            win, win_iou = per_box(*state, boxes, window_cells(origins, size))
+            assert win.shape == (len(boxes), 1, 4 * size, 4 * size)
+            for k, (y, x0) in enumerate(origins.tolist()):
+                crop = full[k, 0, 4 * y:4 * (y + size), 4 * x0:4 * (x0 + size)]
+                torch.testing.assert_close(win[k, 0], crop, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(win_iou, iou)
 
 
 def _plain(xml):

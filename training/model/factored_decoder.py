@@ -21,6 +21,10 @@ map of it be applied to ``B`` once per image and to the small ``R`` once per box
   rank-56 products and the full LayerNorm, 8 boxes, f32, AVX-512 EPYC capped at AVX512_CORE:
   62.2 -> 59.9 ms a call (up-scaling 29.7 -> 25.9 ms).
 
+The per-box graph takes, beside the boxes, each box's window of grid cells (``cells``, (B, H, W))
+and does the up-scaling and mask product there only: a small box's mask lives in a small window
+(``qmedsam/decoder_windows.py`` picks them); everything before it needs all 4,096 image tokens.
+
 The per-image graph maps the embedding to the state tensors :data:`STATE_OUTPUTS`, each
 ``(1, 4096, width)``; the per-box graph takes them with the boxes.  In
 float the result equals :class:`~training.model.mask_decoder.MaskDecoder` up to
@@ -298,20 +302,22 @@ class DecoderBoxes(nn.Module):
 
     def forward(self, *inputs: torch.Tensor):
         """``inputs``: the per-image state (:data:`STATE_OUTPUTS`, as DecoderImageState returns
-        it), then the boxes."""
-        state = dict(zip(STATE_OUTPUTS, inputs[:-1]))
+        it), the boxes, then each box's window (B, H, W) of 64-grid cell indices (``y * 64 + x``;
+        :func:`window_cells`): the per-pixel work is done there only, and the logits are the
+        window's (B, 1, 4H, 4W); the whole grid gives the full (B, 1, 256, 256) logits."""
+        state = dict(zip(STATE_OUTPUTS, inputs[:-2]))
 
         def part(name):
             if name in state:
                 return state[name][0]
             i = COLUMNS.index(name)
             return state["cols"][0][:, i:i + 1]
-        tokens = tpe = self._prompt_tokens(inputs[-1])
+        tokens = tpe = self._prompt_tokens(inputs[-2])
         tokens, side1, first = self._block1(tokens, tpe, part)
         tokens, side2 = self._block2(tokens, tpe, part, side1, first)
         hs = self.d.final_norm(tokens + token_to_image(self.d.final_attn, tokens, tpe, part("kb3"), part("vb3"),
                                                        self.kp3, side2, self.d.block2.norm4.bias))
-        return self._masks(hs, part, side2)
+        return self._masks(hs, part, side2, inputs[-1])
 
     def _prompt_tokens(self, boxes):
         """The output tokens and the boxes' two corner embeddings (B, 7, 256); they are also the
@@ -370,19 +376,35 @@ class DecoderBoxes(nn.Module):
         rows = torch.cat([p1c, q0c], 1) * b.norm4.weight
         return tokens, ImageSide(scale, [(coef, rows)])
 
-    def _masks(self, hs, part, side):
+    def _masks(self, hs, part, side, cells):
         """Up-scaling per pixel, channels last (pixel (y, x) -> sub-pixels (ky, kx) -> (ky2, kx2)),
-        the single-mask hypernetwork's product, and the IoU prediction."""
+        the single-mask hypernetwork's product, and the IoU prediction; the pixels are the grid
+        cells of each box's window (``cells``, (B, H, W)), taken out of the image side first."""
         d = self.d
         (coef, rows), = side.low
         ln = d.upscale_norm
-        z = side.scale[..., None] * part("tb") + self.t1_bias + coef @ (rows @ self.t1)    # (B, N, 4*64)
-        z = z.unflatten(-1, (4, -1))                                                   # (B, N, 4, 64)
+        flat = cells.flatten(1)                                                        # (B, M)
+        scale = side.scale.gather(1, flat)                                             # (B, M)
+        coef = coef.gather(1, flat[..., None].expand(-1, -1, coef.shape[-1]))          # (B, M, r)
+        z = scale[..., None] * part("tb")[flat] + self.t1_bias + coef @ (rows @ self.t1)   # (B, M, 4*64)
+        z = z.unflatten(-1, (4, -1))                                                   # (B, M, 4, 64)
         z = z * torch.rsqrt(z.square().mean(-1, keepdim=True) + ln.eps) * ln.weight + ln.bias   # z centred
-        y = d.upscale_act(z) @ self.t2 + self.t2_bias                                   # (B, N, 4, 4*32)
-        y = d.upscale_act2(y.unflatten(-1, (4, -1)))                                   # (B, N, 4, 4, 32)
+        y = d.upscale_act(z) @ self.t2 + self.t2_bias                                   # (B, M, 4, 4*32)
+        y = d.upscale_act2(y.unflatten(-1, (4, -1)))                                   # (B, M, 4, 4, 32)
         hyper = d.hypernetwork(hs[:, 1])                                                 # (B, 32)
-        masks = y.flatten(1, 3) @ hyper[..., None]                                      # (B, N*4*4, 1)
-        masks = masks.reshape(-1, GRID, GRID, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
+        masks = y.flatten(1, 3) @ hyper[..., None]                                      # (B, M*4*4, 1)
+        h, w = cells.shape[1], cells.shape[2]
+        masks = masks.reshape(-1, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6)
         iou = d.iou_head(hs[:, 0])[:, :1]
-        return masks.reshape(-1, 1, 4 * GRID, 4 * GRID), iou
+        return masks.reshape(-1, 1, 4 * h, 4 * w), iou
+
+
+def window_cells(origins: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 2) top-left cells (y, x) -> (B, size, size) cell indices of each box's square window."""
+    r = torch.arange(size)
+    return ((origins[:, :1, None] + r[None, :, None]) * GRID + origins[:, 1:, None] + r[None, None, :]).long()
+
+
+def full_cells(boxes: int) -> torch.Tensor:
+    """Every cell of the grid for each of ``boxes`` boxes: the full logits."""
+    return torch.arange(GRID * GRID).reshape(1, GRID, GRID).expand(boxes, -1, -1)
