@@ -36,7 +36,7 @@ def window_origin(box: np.ndarray, size: int, margin: int = MARGIN) -> tuple[int
 
 def plan_windows(boxes: np.ndarray, margin: int = MARGIN, sizes=SIZES) -> list[tuple[int | None, np.ndarray, np.ndarray]]:
     """Boxes (B, 1, 4) in 256-space grouped by window: (size in cells or None for the whole grid,
-    indices of the boxes, their (n, 2) window origins)."""
+    indices of the boxes, their (n, 2) window origins); with no ``sizes`` every box gets the whole grid."""
     groups: dict[int | None, list] = {}
     for i, box in enumerate(boxes[:, 0]):
         for size in sizes:

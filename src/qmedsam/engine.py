@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.decoder_windows import GRID, MARGIN, OUTSIDE, cells, plan_windows
+from qmedsam.decoder_windows import GRID, MARGIN, OUTSIDE, SIZES, cells, plan_windows
 from qmedsam.model_spec import DECODER_BOXES, DECODER_IMAGE, DECODER_STATE, ENCODER, ENCODERS, GraphSpec
 
 GRAPHS = (ENCODER, DECODER_IMAGE, DECODER_BOXES)          # what the runtime loads, by role
@@ -203,7 +203,7 @@ class Engine:
         if not self._prepared:
             raise EngineError("decode before prepare: no image embedding has been set for the boxes")
         boxes = np.ascontiguousarray(boxes, dtype=np.float32)
-        groups = plan_windows(boxes, self.margin) if self.windows else [(None, np.arange(len(boxes)), np.zeros((len(boxes), 2)))]
+        groups = plan_windows(boxes, self.margin, SIZES if self.windows else ())
         if len(groups) == 1 and groups[0][0] is None:
             logits, iou = self._decode_cells(boxes, cells(groups[0][2], None))
             return (logits, iou) if with_iou else logits
