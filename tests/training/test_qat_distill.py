@@ -26,10 +26,13 @@ def test_views_have_boxes_inside_the_model_frame():
 def test_mask_loss_is_lowest_at_the_teacher():
     t = torch.randn(3, 1, 16, 16) * 4
     assert float(mask_loss(t, t)) < float(mask_loss(-t, t))
+    sure = torch.sign(t) * 50          # certain teacher: the KL and the Dice term both vanish at it
+    assert abs(float(mask_loss(sure, sure))) < 1e-3
 
 
 def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
-    s = Settings(steps=6, views=1, batch=1, lr=1e-4, scale_lr=1e-4, eval_every=6, calib=2)   # one view: comparable losses
+    s = Settings(steps=6, views=1, val_views=1, batch=1, accum=1, lr=1e-4, scale_lr=1e-4, eval_every=6,
+                 calib=2)   # one view: comparable losses
     held_out = {"CT": labelled_pairs((6,), ())}
     best = distill(tmp_path, s, weights, held_out, log=lambda m: None)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -37,6 +40,8 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     assert len(losses) == 6
     assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
     assert "CT" in best["held_out"] and (tmp_path / "best.pt").is_file() and (tmp_path / "curves.png").is_file()
+    evals = [r for r in rows if "held_out" in r]
+    assert [r["step"] for r in evals] == [0, 6] and all(0 <= r["selection"]["mask_dice"] <= 1 for r in evals)
     # more steps asked: the rerun continues from last.pt instead of starting again
     distill(tmp_path, Settings(**dict(s.__dict__, steps=7)), weights, held_out, log=lambda m: None)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
