@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, settings
 from qmedsam.cases import Case
-from qmedsam.engine import Engine, float_ops_for
+from qmedsam.engine import Engine, EngineOptions, float_ops_for
 from qmedsam.int8_guard import MIN_DICE, encode_probes, pixel_dice, probe_prompts, probe_pairs, probe_slices
 from qmedsam.model_spec import ENCODER_FLOAT
 from qmedsam.preprocess import Geometry
@@ -83,7 +83,8 @@ def measure(models: Path, samples: Path) -> dict:
     from benchmarks.bench_int8_accuracy import auto_int8_encoder
 
     int8 = auto_int8_encoder(models)
-    engine = Engine(models, float_precision=float_ops_for("auto"), encoder=int8, fallback=ENCODER_FLOAT.name)
+    engine = Engine(models, EngineOptions(float_precision=float_ops_for("auto"), encoder=int8,
+                                         fallback=ENCODER_FLOAT.name))
     labelled = [(c, gt, sp) for c, gt, sp in cases(samples) if c.is_3d]
     rows = {}
     for case, gt, spacing in [*labelled, *((c, None, None) for c in mr_volumes())]:

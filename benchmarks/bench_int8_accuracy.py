@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, settings
-from qmedsam.engine import Engine
+from qmedsam.engine import Engine, EngineOptions
 from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
 from qmedsam.segment import Options, segment_case
 from qmedsam_eval.metrics import case_scores
@@ -44,13 +44,14 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
     from benchmarks.bench_model import held_out_agreement
     from benchmarks.bench_prompting import cases
 
-    engines = {"fp32": Engine(folders["int8"] / "fp32", float_precision="f32")}
+    engines = {"fp32": Engine(folders["int8"] / "fp32", EngineOptions(float_precision="f32"))}
     for k, p in folders.items():
         encoder = auto_int8_encoder(p)
         if encoder != ENCODER.name:                 # the 8-bit encoder beside the one auto runs here
-            engines[k + " 8-bit"] = Engine(p, float_precision=float_ops)
-        engines[k] = Engine(p, float_precision=float_ops, encoder=encoder)
-        engines[k + GUARDED] = Engine(p, float_precision=float_ops, encoder=encoder, fallback=ENCODER_FLOAT.name)
+            engines[k + " 8-bit"] = Engine(p, EngineOptions(float_precision=float_ops))
+        engines[k] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder))
+        engines[k + GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder,
+                                                        fallback=ENCODER_FLOAT.name))
     labelled = {}
     for case, gt, spacing in cases(samples):
         labelled[case.name] = {}

@@ -26,7 +26,7 @@ from benchmarks.cpu import SETTINGS, describe, run_setting, settings, settings_n
 from qmedsam.cases import box_xy, load_case
 from qmedsam.decoder_windows import MARGIN, OUTSIDE, plan_windows
 from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
-from qmedsam.engine import Engine
+from qmedsam.engine import Engine, EngineOptions
 from qmedsam.image_session import ImageSession
 from qmedsam.model_spec import DECODER_PLAIN, REFERENCE_FOLDER
 from qmedsam.model_dir import has_graph
@@ -159,12 +159,12 @@ def window_agreement(samples: Path, windowed: Engine, whole: Engine) -> dict:
 def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
     f32 = setting != "default"                       # organiser-like: float leftovers in f32
     runtime = "f32" if f32 else "auto"
-    encoders = {"fp32": Engine(models / "fp32", float_precision="f32"),
-                "int8": Engine(models, float_precision=runtime)}
+    encoders = {"fp32": Engine(models / "fp32", EngineOptions(float_precision="f32")),
+                "int8": Engine(models, EngineOptions(float_precision=runtime))}
     if not f32:
-        encoders["int8 (f32 leftovers)"] = Engine(models, float_precision="f32")
+        encoders["int8 (f32 leftovers)"] = Engine(models, EngineOptions(float_precision="f32"))
     if has_graph(models, FLOAT_ENCODER):             # what --precision auto runs where int8 is slow
-        encoders[FLOAT_ROW] = Engine(models, float_precision=runtime, encoder=FLOAT_ENCODER)
+        encoders[FLOAT_ROW] = Engine(models, EngineOptions(float_precision=runtime, encoder=FLOAT_ENCODER))
     image = image_to_tensor(load_case(samples / "2DBox_CT_0002.npz").image)[0]
     for e in encoders.values():
         for _ in range(2):
@@ -179,11 +179,11 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
     decoders = {"committed int8 decoder (plain)": PlainDecoder(_plain_xml(models), runtime),
                 "plain fp32 decoder": plain_fp32,
                 "factored decoder (runtime)": encoders["int8"],
-                WHOLE_ROW: Engine(models, float_precision=runtime, windows=False)}
+                WHOLE_ROW: Engine(models, EngineOptions(float_precision=runtime, windows=False))}
     if not f32:
         decoders["committed int8 decoder, f32 leftovers"] = PlainDecoder(_plain_xml(models), "f32")
         decoders["factored decoder, f32"] = encoders["int8 (f32 leftovers)"]
-        decoders[WHOLE_ROW + ", f32"] = Engine(models, float_precision="f32", windows=False)
+        decoders[WHOLE_ROW + ", f32"] = Engine(models, EngineOptions(float_precision="f32", windows=False))
     dec = {k: {} for k in decoders}
     for n in BOX_COUNTS:
         b = boxes[:n]
@@ -198,7 +198,8 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
             dec[k][n] = float(np.median(times[k]))
     result = {"encoder_ms": {k: float(np.median(v)) for k, v in enc.items()}, "decoder_ms_per_box": dec,
               "factored_vs_plain_float": factored_agreement(
-                  samples, encoders["fp32"], Engine(models / "fp32", float_precision="f32", windows=False), plain_fp32),
+                  samples, encoders["fp32"],
+                  Engine(models / "fp32", EngineOptions(float_precision="f32", windows=False)), plain_fp32),
               "windows": window_agreement(samples, encoders["int8"], decoders[WHOLE_ROW])}
     if not f32:
         engines = {"fp32": encoders["fp32"], "int8": encoders["int8"],

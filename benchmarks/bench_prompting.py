@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.cpu import describe
 from qmedsam.cases import Case, load_case
-from qmedsam.engine import Engine
+from qmedsam.engine import Engine, EngineOptions
 from qmedsam.segment import Options, segment_case
 from qmedsam.zoom import MAX_CROPS
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     ap.add_argument("--only", choices=("2d", "3d"), help="run only the 2D (zoom) or only the 3D cases")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")
-    engines = {"int8": Engine(args.models), "fp32": Engine(args.models / "fp32", float_precision="f32")}
+    engines = {"int8": Engine(args.models), "fp32": Engine(args.models / "fp32", EngineOptions(float_precision="f32"))}
     rows = []
     for case, gt, spacing in cases(args.samples):
         if args.only and case.is_3d != (args.only == "3d"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,35 +80,43 @@ def _tensor(array: np.ndarray):
     return ov.Tensor(array)
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an :class:`Engine` compiles and runs its models (the predictor's options set them)."""
+
+    cache_dir: Path | None = None     # compile cache; must be usable (:func:`cache_problem`) or None
+    threads: int = 0                  # 0: OpenVINO's choice
+    hint: str = "LATENCY"             # OpenVINO performance mode
+    # the operations the models leave in float: 'auto' (OpenVINO's choice for the CPU, what the
+    # predictor ships with for int8), 'f32' or 'bf16'; see :func:`float_ops_for`
+    float_precision: str = "auto"
+    encoder: str = ENCODER.name       # the encoder graph's file stem in the models folder
+    # another encoder graph to have at hand (:meth:`Engine.encode_with`, :meth:`Engine.use_encoder`),
+    # loaded beside the others without holding up the first case
+    fallback: str | None = None
+    windows: bool = True              # a box's per-pixel decoder work over its window only (False: whole grid)
+
+
 class Engine:
     """Encoder: image (1,3,256,256) -> image_embedding (1,256,64,64).  Decoder:
     :meth:`prepare` an embedding once, then :meth:`decode` blocks of boxes (B,1,4) against it ->
     low_res_masks (B,1,256,256) (and iou_predictions (B,1))."""
 
-    def __init__(self, model_dir: Path, cache_dir: Path | None = None, threads: int = 0,
-                 hint: str = "LATENCY", float_precision: str = "auto", encoder: str = ENCODER.name,
-                 fallback: str | None = None, windows: bool = True):
-        """``float_precision``: 'auto' (OpenVINO's choice for the CPU, what the predictor ships
-        with for int8), 'f32' or 'bf16', for the operations left in float; see
-        :func:`float_ops_for`.  ``cache_dir`` must be usable (:func:`cache_problem`) or None.
-        ``encoder``: the file name (without ``.xml``) of the encoder graph in ``model_dir``;
-        ``fallback``: another encoder graph to have at hand (:meth:`encode_with`,
-        :meth:`use_encoder`), loaded beside the others without holding up the first case.
-        ``windows``: each box's per-pixel decoder work over its window only (False: the whole grid,
-        as a reference)."""
+    def __init__(self, model_dir: Path, options: EngineOptions = EngineOptions()):
         import openvino as ov
         import openvino.properties as props
         import openvino.properties.hint as hints
 
         core = ov.Core()
-        self.cache_dir = cache_dir
+        self.cache_dir = cache_dir = options.cache_dir
+        encoder, fallback = options.encoder, options.fallback
         if cache_dir is not None:
             core.set_property({props.cache_dir: str(cache_dir)})
-        config = {hints.performance_mode: getattr(hints.PerformanceMode, hint)}
-        if float_precision != "auto":
-            config[hints.inference_precision] = float_precision
-        if threads:
-            config[props.inference_num_threads] = int(threads)
+        config = {hints.performance_mode: getattr(hints.PerformanceMode, options.hint)}
+        if options.float_precision != "auto":
+            config[hints.inference_precision] = options.float_precision
+        if options.threads:
+            config[props.inference_num_threads] = int(options.threads)
         # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the graphs
         # load side by side (OpenVINO releases the GIL while it loads).
         pool = ThreadPoolExecutor(len(GRAPHS) + 1)
@@ -134,7 +143,7 @@ class Engine:
         self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
         self._prepared = False
         self._next = 0
-        self.windows = windows
+        self.windows = options.windows
         self.margin = MARGIN                            # pixels around a box inside its window
 
     @staticmethod

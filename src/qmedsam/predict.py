@@ -178,11 +178,10 @@ def start(args):
     t = time.perf_counter()
 
     def build():
-        from qmedsam.engine import Engine
+        from qmedsam.engine import Engine, EngineOptions
 
-        return Engine(models, cache, threads=args.threads, hint=args.hint,
-                      float_precision=float_ops, encoder=encoder, fallback=fallback,
-                      windows=args.decoder_windows == "on")
+        return Engine(models, EngineOptions(cache, args.threads, args.hint, float_ops, encoder, fallback,
+                                            windows=args.decoder_windows == "on"))
 
     def report(engine):
         if args.verbose:

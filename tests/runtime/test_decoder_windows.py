@@ -42,9 +42,10 @@ def test_cells_index_the_window_row_by_row_and_the_whole_grid_without_one():
 @pytest.fixture(scope="module")
 def engines():
     from conftest import MODELS
-    from qmedsam.engine import Engine
+    from qmedsam.engine import Engine, EngineOptions
 
-    return Engine(MODELS, float_precision="f32"), Engine(MODELS, float_precision="f32", windows=False)
+    return (Engine(MODELS, EngineOptions(float_precision="f32")),
+            Engine(MODELS, EngineOptions(float_precision="f32", windows=False)))
 
 
 def test_windowed_decoding_gives_the_whole_grids_logits_in_each_window_and_no_mask_outside(engines, ct_case):

@@ -6,7 +6,7 @@ import pytest
 from conftest import MODELS
 from qmedsam import int8_guard
 from qmedsam.cases import Case
-from qmedsam.engine import Engine, EngineError
+from qmedsam.engine import Engine, EngineOptions, EngineError
 from qmedsam.image_session import ImageSession
 from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
 from qmedsam.segment import Options, Stats, segment_case
@@ -137,12 +137,12 @@ def test_without_the_guard_or_a_fallback_the_engine_is_left_alone():
 
 @pytest.fixture(scope="module")
 def guarded_engine():
-    return Engine(MODELS, float_precision="f32", fallback=ENCODER_FLOAT.name)
+    return Engine(MODELS, EngineOptions(float_precision="f32", fallback=ENCODER_FLOAT.name))
 
 
 def test_the_fallback_encoder_is_the_float_encoder(guarded_engine):
     x = np.random.default_rng(1).random((1, 3, 256, 256), dtype=np.float32)
-    float_only = Engine(MODELS, float_precision="f32", encoder=ENCODER_FLOAT.name)
+    float_only = Engine(MODELS, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name))
     np.testing.assert_array_equal(guarded_engine.encode_with(ENCODER_FLOAT.name, x), float_only.encode(x))
     int8 = guarded_engine.encode(x)
     guarded_engine.use_encoder(ENCODER_FLOAT.name)
@@ -156,7 +156,7 @@ def test_the_fallback_encoder_is_the_float_encoder(guarded_engine):
 
 def test_an_encoder_not_loaded_is_refused():
     with pytest.raises(EngineError, match="was not loaded"):
-        Engine(MODELS, float_precision="f32").use_encoder(ENCODER_FLOAT.name)
+        Engine(MODELS, EngineOptions(float_precision="f32")).use_encoder(ENCODER_FLOAT.name)
 
 
 def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine):

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import MODELS, ROOT, SAMPLES, CountingEngine, dice
 from qmedsam.cases import Case, load_case
-from qmedsam.engine import Engine
+from qmedsam.engine import Engine, EngineOptions
 from qmedsam.predict import main
 from qmedsam.segment import Options, segment_case
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not (MODELS / "encoder.xml").exists(), reason="r
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
-    return Engine(MODELS, tmp_path_factory.mktemp("cache"))
+    return Engine(MODELS, EngineOptions(cache_dir=tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(scope="session")
@@ -270,11 +270,9 @@ def test_engine_binds_by_the_exported_names_and_refuses_others(tmp_path):
 
 
 def test_engine_defaults_to_the_numerics_the_predictor_ships():
-    import inspect
+    from qmedsam.engine import EngineOptions, float_ops_for
 
-    from qmedsam.engine import Engine, float_ops_for
-
-    assert inspect.signature(Engine).parameters["float_precision"].default == float_ops_for("int8") == "auto"
+    assert EngineOptions().float_precision == float_ops_for("int8") == "auto"
     assert float_ops_for("fp32") == "f32" and float_ops_for("fp32", "bf16") == "bf16"
     # an ISA cap without bf16 (the organiser-like setting): auto follows it instead of emulating bf16
     assert float_ops_for("int8", isa_cap="AVX512_CORE") == float_ops_for("auto", isa_cap="avx2") == "f32"

@@ -80,9 +80,9 @@ def _agreement(engine, plain, encoder, real_slices):
 
 
 def test_exported_float_graphs_equal_the_plain_float_decoder(fp32_dir, real_slices):
-    from qmedsam.engine import Engine
+    from qmedsam.engine import Engine, EngineOptions
 
-    engine = Engine(fp32_dir, float_precision="f32", windows=False)     # every logit compared
+    engine = Engine(fp32_dir, EngineOptions(float_precision="f32", windows=False))     # every logit compared
     dices, rel = _agreement(engine, _plain(path_of(fp32_dir, DECODER_PLAIN)), engine, real_slices)
     assert dices.min() >= 0.999 and rel < 1e-4, (dices.min(), rel)
 
@@ -91,10 +91,10 @@ def test_int8_models_decode_as_the_plain_float_decoder(fp32_dir, real_slices):
     """The shipped folder: int8 encoder, float factored decoder (weights stored as f16); given the
     same int8 embedding the masks equal the plain float decoder's, in f32 and in the runtime's
     default float precision (the latter with the runtime's decoder windows)."""
-    from qmedsam.engine import Engine
+    from qmedsam.engine import Engine, EngineOptions
 
     plain = _plain(path_of(fp32_dir, DECODER_PLAIN))
-    exact = Engine(MODELS, float_precision="f32", windows=False)        # every logit compared
+    exact = Engine(MODELS, EngineOptions(float_precision="f32", windows=False))        # every logit compared
     dices, rel = _agreement(exact, plain, exact, real_slices)
     assert dices.mean() >= 0.999 and dices.min() >= 0.99 and rel < 1e-2, (dices.mean(), dices.min(), rel)
     shipped = Engine(MODELS)                          # bf16 leftovers where the CPU has native bf16
@@ -103,9 +103,9 @@ def test_int8_models_decode_as_the_plain_float_decoder(fp32_dir, real_slices):
 
 
 def test_blocks_of_any_size_decode_the_same(real_slices):
-    from qmedsam.engine import Engine
+    from qmedsam.engine import Engine, EngineOptions
 
-    engine = Engine(MODELS, float_precision="f32")
+    engine = Engine(MODELS, EngineOptions(float_precision="f32"))
     x, b = real_slices[-1]
     engine.prepare(engine.encode(x))
     whole, iou = engine.decode(b, with_iou=True)
