@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from qmedsam.atomic import save_segs, save_text
-from qmedsam.cases import CaseError, load_case
+from qmedsam.cases import CaseError, is_3d_name, load_case
 from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, PRECISIONS, choose_encoder
 from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
 from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit, peak_rss_bytes
@@ -173,8 +173,12 @@ def start(args):
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if not cases:
         return cases, None
-    cache = _cache_dir(args)
     float_ops = float_ops_for(args.precision, args.float_ops)
+    if fallback and not any(is_3d_name(p.name) for p in cases):
+        # The guard runs every 2D image in float, decoder included: load only those graphs.
+        encoder, fallback, float_ops = FLOAT_ENCODER, None, float_ops_for("fp32", args.float_ops)
+        why = "float: every case is 2D, which the int8 guard runs in float (one encoder pass, less than a probe)"
+    cache = _cache_dir(args)
     t = time.perf_counter()
 
     def build():

@@ -169,3 +169,59 @@ def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine)
     pairs = list(int8_guard.probe_pairs(embeddings, ENCODER.name, ENCODER_FLOAT.name, prompts,
                                         int8_guard.Geometry(64, 64), session))
     assert len(pairs) == 1 + 2 and all(a.shape == b.shape == (256, 256) for a, b in pairs)
+
+
+def test_a_case_run_with_the_fallback_decodes_in_f32():
+    """The primary decoder's float operations follow the int8 models (bf16 where the CPU has it);
+    after a switch to the float encoder the decoder runs in f32, as --precision fp32 does."""
+    from qmedsam.encoder_choice import cpu_flags
+
+    x = np.random.default_rng(2).random((1, 3, 256, 256), dtype=np.float32)
+    boxes = np.array([[[40, 50, 120, 140]], [[10, 10, 30, 26]]], np.float32)
+    guarded = Engine(MODELS, EngineOptions(float_precision="bf16", fallback=ENCODER_FLOAT.name))
+    float_only = Engine(MODELS, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name))
+    emb = float_only.encode(x)
+    float_only.prepare(emb)
+    want = float_only.decode(boxes)
+    guarded.prepare(emb)
+    primary = guarded.decode(boxes)
+    assert guarded.decoder_ops == "bf16"
+    guarded.use_encoder(ENCODER_FLOAT.name)
+    assert guarded.decoder_ops == "f32"
+    with pytest.raises(EngineError, match="before prepare"):       # the state belonged to the other decoder
+        guarded.decode(boxes)
+    guarded.prepare(guarded.encode(x))
+    np.testing.assert_array_equal(guarded.decode(boxes), want)
+    if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():  # native bf16: the primary's differ
+        assert not np.array_equal(primary, want)
+    guarded.use_encoder(ENCODER.name)
+    assert guarded.decoder_ops == "bf16"
+
+
+def test_2d_cases_get_the_float_answer_whatever_runs_beside_them(tmp_path):
+    """--precision auto: a folder of 2D cases loads only the float graphs, in f32; in a folder with
+    a 3D case beside it, the guard sends the 2D case to float with the f32 decoder: the same map."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT, SAMPLES
+
+    def predict(names, out):
+        inputs = tmp_path / f"in-{out}"
+        inputs.mkdir()
+        for n in names:
+            shutil.copy(SAMPLES / "inputs" / n, inputs)
+        run = subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(inputs), "-o", str(tmp_path / out),
+                              "-v", "--cache", "none"], cwd=ROOT, capture_output=True, encoding="utf-8",
+                             errors="replace", timeout=600)
+        assert run.returncode == 0, run.stderr
+        return run.stderr, (tmp_path / out / "efficiency.csv").read_text()
+
+    two_d = "2DBox_CT_0002.npz"
+    said, csv = predict([two_d], "alone")
+    assert "every case is 2D" in said and ",float,ok" in csv
+    said, csv = predict([two_d, "3DBox_CT_0001.npz"], "mixed")
+    assert "guarded per case" in said and f"{two_d}: encoder float" in said
+    np.testing.assert_array_equal(np.load(tmp_path / "alone" / two_d)["segs"],
+                                  np.load(tmp_path / "mixed" / two_d)["segs"])

@@ -211,13 +211,18 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
                                                                                       fp32_dir):
     """The CPU's flags decide (patched here: the choice, not this machine, is under test); the
     float encoder segments the real CT slice as the float model does, and a models folder
-    exported before the float encoder existed still runs, on the int8 one."""
+    exported before the float encoder existed still runs, on the int8 one.  A small 3D case sits
+    beside the 2D one (a folder of 2D cases only loads the float encoder whatever the CPU)."""
     import qmedsam.encoder_choice as choice
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(SAMPLES / "inputs" / "2DBox_CT_0002.npz", inputs)
+    volume = np.full((3, 64, 64), 30, np.uint8)
+    volume[:, 20:40, 16:44] = 200
+    np.savez(inputs / "3DBox_CT_9999.npz", imgs=volume, boxes=np.array([[14, 18, 0, 46, 42, 2]]),
+             spacing=np.array([1.0, 1.0, 1.0]))
     segs, said = {}, {}
     older = tmp_path / "older-models"
     older.mkdir()
