@@ -51,7 +51,9 @@ def run_case(predict_sh: Path, case: Path, work: Path, env: dict, *options: str)
     with open(outputs / "efficiency.csv") as f:
         row = list(csv.DictReader(f))[-1]
     first = re.search(r"first encoder output ([\d.]+) s", proc.stderr)
-    return {"wall": wall, "rss": float(row["peak_rss_mb"]), "first": float(first.group(1)) if first else float("nan")}
+    ready = re.search(r"models ready ([\d.]+) s", proc.stderr)
+    return {"wall": wall, "rss": float(row["peak_rss_mb"]), "first": float(first.group(1)) if first else float("nan"),
+            "ready": float(ready.group(1)) if ready else float("nan")}
 
 
 class Baseline:
@@ -77,6 +79,45 @@ def timed(versions: dict, case: Path, work: Path, env: dict, runs: int, *options
         for v, (sh, extra) in versions.items():
             rs[v].append(run_case(sh, case, places[v], env, *options, *extra))
     return {v: {k: statistics.median(r[k] for r in rs[v]) for k in rs[v][0]} for v in versions}
+
+
+def cold(versions: dict, case: Path, work: Path, env: dict, runs: int) -> dict:
+    """Median figures per version with a fresh outputs folder every run (no compile cache), interleaved."""
+    rs = {v: [] for v in versions}
+    for r in range(runs):
+        for i, (v, (sh, extra)) in enumerate(versions.items()):
+            place = work / f"cold-{i}-{r}"
+            rs[v].append(run_case(sh, case, place, env, *extra))
+            shutil.rmtree(place, ignore_errors=True)
+    return {v: {k: statistics.median(x[k] for x in rs[v]) for k in rs[v][0]} for v in versions}
+
+
+# What a fresh process costs before the predictor does anything of its own: the floor under start-up.
+FLOOR = {"python -c pass": "pass", "+ import numpy": "import numpy", "+ cv2": "import numpy, cv2",
+         "+ openvino": "import numpy, cv2, openvino"}
+
+
+def import_floor(env: dict, runs: int) -> dict:
+    """Median wall seconds of a fresh interpreter running each of :data:`FLOOR` (interleaved)."""
+    rs = {k: [] for k in FLOOR}
+    for _ in range(runs + 1):
+        for k, code in FLOOR.items():
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=env)
+            rs[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v[1:]) for k, v in rs.items()}       # the first round warms the disk cache
+
+
+def startup(versions: dict, case: Path, tmp: Path, env: dict, runs: int) -> None:
+    """The start-up floor and the 1-box case warm and cold, each version side by side."""
+    for k, sec in import_floor(env, runs).items():
+        print(f"  floor: {k:24s} {sec:6.3f} s")
+    for label, res in (("warm cache", timed(versions, case, tmp / "warm", env, runs)),
+                       ("fresh outputs folder (compiles)", cold(versions, case, tmp / "cold", env, runs))):
+        print(f"  {case.name}, {label}:")
+        for v, r in res.items():
+            print(f"    {v:24s} {r['wall']:6.3f} s whole run; models ready {r['ready']:5.2f} s after the start-up "
+                  f"checks; first encoder output {r['first']:5.2f} s after process start; peak RSS {r['rss']:.0f} MB")
 
 
 def _versus(res: dict, work: Path, names: list, case: Path) -> str:
@@ -124,9 +165,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with (default %(default)s)")
     ap.add_argument("--runs", type=int, default=3, help="measured runs per figure (median)")
-    ap.add_argument("--only", choices=("3d", "windows"),
+    ap.add_argument("--only", choices=("3d", "windows", "startup"),
                     help="3d: only the 3D cases, default vs --precision fp32 vs baseline; windows: the cases of "
-                         "many small boxes, default vs --decoder-windows off vs baseline, with the label maps compared")
+                         "many small boxes, default vs --decoder-windows off vs baseline, with the label maps compared; "
+                         "startup: the floor (interpreter, imports) and the 1-box case warm and cold, vs baseline")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")
     tmp = Path(tempfile.mkdtemp(prefix="qmedsam-bench-"))
@@ -143,6 +185,8 @@ def main(argv=None) -> None:
         if args.only == "3d":             # the encoder-bound volumes: the default against --precision fp32
             cases = [c for c in cases if c.name.startswith("3D")]
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, --precision", "this ("))}
+        elif args.only == "startup":      # start-up: the floor, then the 1-box case warm and cold
+            versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this ("))}
         elif args.only == "windows":      # decoder-bound: many small boxes, 2D and 3D
             cases = [cases[2], cases[1], ROOT / "samples" / "inputs" / "3DBox_Microscope_0004.npz"]
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, no windows", "this ("))}
@@ -158,6 +202,11 @@ def main(argv=None) -> None:
             env.pop("PYTHONPATH", None)              # each predict.sh puts its own src first
             env["PYTHON"] = sys.executable           # the worktree has no .venv of its own
             opts = ("--float-ops", "f32") if extra_env else ()
+            if args.only == "startup":
+                print(f"\n[{setting}] fresh process per run, median of {args.runs}:")
+                startup({k: (sh, (*extra, *opts)) for k, (sh, extra) in versions.items()}, cases[0],
+                        tmp / f"startup-{setting}", env, args.runs)
+                continue
             print(f"\n[{setting}{' (float leftovers f32)' if opts else ''}] warm compile cache, fresh process per "
                   f"run, median of {args.runs}:")
             print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>18s}" for v in versions)

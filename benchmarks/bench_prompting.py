@@ -1,9 +1,10 @@
 """``make bench-prompting``: how the prompting modes score on every labelled public case, int8
 and FP32, side by side: 2D with ``--zoom off`` and ``auto``, 3D with ``--mode-3d fixed`` and
-``propagate`` and ``guided``.  Cases: the bundled samples (CT chest slice and volume, 2D and 3D nuclei) and a
-1920x2560 fluorescence image tiled from the 2D nuclei image with 241 labelled nuclei.  Scores
-by the organisers' rules (:mod:`qmedsam_eval.metrics`); seconds are in-process (models loaded,
-the case read), per case.
+``propagate`` and ``guided``, and ``fixed`` with ``--interpolate-slices`` at a few thresholds.
+Cases: the bundled samples (CT chest slice and volume, 2D and 3D nuclei), a 1920x2560
+fluorescence image tiled from the 2D nuclei image with 241 labelled nuclei, and the two volumes
+resliced along another axis.  Scores by the organisers' rules (:mod:`qmedsam_eval.metrics`);
+seconds are in-process (models loaded, the case read), per case.
 """
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
+INTERPOLATE = (0.3, 0.4, 0.5)          # --interpolate-slices values measured (fixed mode)
 MODES = {False: {"zoom off": Options(zoom_crops=0), "zoom auto": Options(zoom_crops=MAX_CROPS)},
          True: {"fixed": Options(mode_3d="fixed"), "propagate": Options(mode_3d="propagate"),
-               "guided": Options(mode_3d="guided")}}
+               "guided": Options(mode_3d="guided"),
+               **{f"interp {t}": Options(mode_3d="fixed", interpolate=t) for t in INTERPOLATE}}}
 
 
 def cases(samples: Path):
@@ -87,6 +90,15 @@ def main(argv=None) -> None:
             picked = [r["int8"] for k, r in table.items() if k[0] == modality and k[3] == mode]
             means = np.mean(picked, axis=0)
             print(f"  {modality:12s} {mode:10s} {means[0]:.4f} / {means[1]:.4f} / {means[2]:.2f} s  ({len(picked)} cases)")
+    print("\n3D: mean over the volumes per mode (int8 DSC / NSD / encoder passes; FP32 DSC / NSD):")
+    passes = {(r[1], r[3]): r[8] for r in rows if r[4] == "int8"}
+    for mode in MODES[True]:
+        picked = [(k[1], r) for k, r in table.items() if k[3] == mode]
+        if picked:
+            i8 = np.mean([r["int8"][:2] for _, r in picked], axis=0)
+            f32 = np.mean([r["fp32"][:2] for _, r in picked], axis=0)
+            print(f"  {mode:12s} {i8[0]:.4f} / {i8[1]:.4f} / {sum(passes[(n, mode)] for n, _ in picked):5d}; "
+                  f"{f32[0]:.4f} / {f32[1]:.4f}")
 
 
 if __name__ == "__main__":

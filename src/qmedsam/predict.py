@@ -48,6 +48,17 @@ def max_boxes_option(text: str) -> int | str:
     return value
 
 
+def tau_option(text: str) -> float:
+    """A number >= 0 (argparse type of ``--interpolate-slices``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="qmedsam.predict", description=__doc__.splitlines()[0])
     ap.add_argument("-i", "--inputs", type=Path, default=Path(_env("QMEDSAM_INPUTS", "/workspace/inputs")),
@@ -73,6 +84,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "baseline propagation from the middle slice; guided: propagation clipped to the "
                          "box, the fixed box's mask kept unless the decoder predicts the propagated one "
                          "clearly better (scores below fixed on the public cases); all encode each slice once")
+    ap.add_argument("--interpolate-slices", type=tau_option, metavar="TAU",
+                    default=_env("QMEDSAM_INTERPOLATE_SLICES", "0"),
+                    help="3D fixed mode: encode every other slice of a box's range and give a slice between two "
+                         "encoded ones their mean embedding where those differ by less than TAU (relative L2), "
+                         "else encode it too; 0 (default): encode every slice [env QMEDSAM_INTERPOLATE_SLICES]")
     ap.add_argument("--zoom", choices=("auto", "off"), default=_env("QMEDSAM_ZOOM", "auto"),
                     help="2D images: decode boxes too small for the 256-pixel model input against crops "
                          "around them (auto, default) or not (off)")
@@ -234,7 +250,8 @@ def main(argv=None) -> int:
             try:
                 seg, stats = segment_case(case, engine, Options(
                     max_boxes=block, mode_3d=args.mode_3d, overlap=args.overlap,
-                    zoom_crops=args.zoom_crops if args.zoom == "auto" else 0, guard=args.precision == "auto"),
+                    zoom_crops=args.zoom_crops if args.zoom == "auto" else 0, guard=args.precision == "auto",
+                    interpolate=args.interpolate_slices),
                     progress)
             finally:
                 if progress is not None:
@@ -268,8 +285,9 @@ def main(argv=None) -> int:
         encoded, crops = (stats.slices_encoded, stats.crops_encoded) if stats else (0, 0)
         if status == "ok" and not args.quiet:
             zoomed = f" + {_count(crops, 'zoom canvas', 'zoom canvases')}" if crops else ""
+            between = f" (+ {len(stats.interpolated)} interpolated)" if stats.interpolated else ""
             _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')}{zoomed} "
-                 f"encoded, {seconds:.2f} s")
+                 f"encoded{between}, {seconds:.2f} s")
         rows.append(f"{path.name},{seconds:.3f},{n_boxes},{encoded},{crops},"
                     f"{stats.decoder_calls if stats else 0},{peak_rss_bytes() / 2**20:.0f},"
                     f"{_precision_of(args, engine, stats)},{status}\n")

@@ -26,7 +26,7 @@ class CaseProgress:
             return
         self._last = now
         of = f" of {stats.planned}" if stats.planned else ""
-        self.stream.write(f"\r{self.name}: {stats.encoder_passes}{of} images encoded, "
+        self.stream.write(f"\r{self.name}: {stats.images_done}{of} images encoded, "
                           f"{stats.boxes_decoded} boxes decoded, {now - self.t0:.0f} s\x1b[K")
         self.stream.flush()
 

@@ -17,6 +17,7 @@ from qmedsam.model_spec import ENCODER
 from qmedsam.plan3d import fixed_plan, propagation_plan
 from qmedsam.preprocess import (MODEL_SIZE, Geometry, boxes_to_canvas, boxes_to_model, canvas_to_tensor,
                                 image_to_tensor)
+from qmedsam.slice_interpolation import between, gap_slices
 from qmedsam.zoom import MAX_CROPS, zoom_canvases
 
 PROPAGATION_MARGIN = 3          # px in 256-space, as the baseline
@@ -37,6 +38,9 @@ class Options:
     # int8 encoder with the float one as the engine's fallback: probe each case first
     # (qmedsam.int8_guard) and run it in float where int8 departs
     guard: bool = False
+    # 3D fixed mode: a slice between two encoded ones takes their mean embedding when they differ
+    # by less than this (qmedsam.slice_interpolation; 0: every slice encoded)
+    interpolate: float = 0.0
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Stats:
     verdict: Verdict | None = None                        # the guard's choice of encoder, if it ran
     boxes_decoded: int = 0
     planned: int = 0                                      # encoder passes the case will take (0: unknown)
+    interpolated: list[int] = field(default_factory=list)  # slices given their neighbours' mean embedding
     progress: Callable[["Stats"], None] | None = None     # told as the work goes on (qmedsam.progress)
 
     def tick(self) -> None:
@@ -61,6 +66,11 @@ class Stats:
     @property
     def encoder_passes(self) -> int:
         return len(self.encoded) + self.crops_encoded
+
+    @property
+    def images_done(self) -> int:
+        """Images with an embedding so far: encoder passes and interpolated slices."""
+        return self.encoder_passes + len(self.interpolated)
 
     def note_embedding(self) -> None:
         if self.first_embedding_at is None:
@@ -161,6 +171,25 @@ def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats, known: dict
         yield z, emb
 
 
+def _interpolating_slices(engine, volume, zs, opts: Options, stats: Stats, known: dict[int, np.ndarray]):
+    """Yield (z, embedding) for every slice of ``zs``, the slices of
+    :func:`~qmedsam.slice_interpolation.gap_slices` after their upper neighbour: their neighbours'
+    mean where those agree within ``opts.interpolate``, else encoded (or taken from ``known``)."""
+    gaps = gap_slices(zs)
+    left = None
+    for z, emb in _encoded_slices(engine, volume, [z for z in zs if z not in gaps], opts.overlap, stats, known):
+        yield z, emb
+        if z - 1 in gaps:
+            mean = None if z - 1 in known else between(left, emb, opts.interpolate)
+            if mean is not None:
+                stats.interpolated.append(z - 1)
+                stats.tick()
+                yield z - 1, mean
+            else:
+                yield from _encoded_slices(engine, volume, [z - 1], False, stats, known)
+        left = emb
+
+
 def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None) -> np.ndarray:
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
@@ -171,7 +200,10 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None
     stats.planned = len(plan)
     best = confidence_map(seg.shape[1:])           # each slice is visited once: one map, reset
     ctx = _Context(engine, opts, stats)
-    for z, emb in _encoded_slices(engine, case.image, plan, opts.overlap, stats, known):
+    known = {} if known is None else known
+    slices = (_interpolating_slices(engine, case.image, list(plan), opts, stats, known) if opts.interpolate > 0
+              else _encoded_slices(engine, case.image, plan, opts.overlap, stats, known))
+    for z, emb in slices:
         idx = np.asarray(plan[z])
         best.fill(0)
         ctx.session(emb).paste(boxes256[idx], idx + 1, Target(seg[z], best, geo))

@@ -1,0 +1,97 @@
+"""--interpolate-slices: which slices may take their neighbours' mean embedding, when they do,
+and that everything else about a 3D case stays as it was."""
+import numpy as np
+import pytest
+
+from conftest import MODELS, CountingEngine, dice
+from qmedsam.cases import Case
+from qmedsam.segment import Options, Stats, segment_3d_fixed
+from qmedsam.slice_interpolation import between, gap_slices, relative_difference
+
+
+def test_gaps_are_every_second_inner_slice_of_each_run():
+    assert gap_slices(range(7)) == {1, 3, 5}
+    assert gap_slices(range(6)) == {1, 3}                     # a run's end is always encoded
+    assert gap_slices([0, 1, 2, 5, 6, 7, 8]) == {1, 6}
+    assert gap_slices([3]) == set() and gap_slices([3, 4]) == set()
+
+
+def test_between_takes_the_mean_only_of_close_neighbours():
+    a = np.ones((1, 4, 2, 2), np.float32)
+    b = a * 1.1
+    assert relative_difference(a, a) == 0 and relative_difference(a, b) == pytest.approx(0.1 / np.sqrt(1.1))
+    np.testing.assert_allclose(between(a, b, 0.2), a * 1.05)
+    assert between(a, b, 0.05) is None and between(a, a, 0.0) is None       # 0: off
+
+
+class ValueEngine:
+    """Each slice's embedding is its model input's sum (a constant map); records what the decoder
+    is prepared with, and decodes every box to an empty mask."""
+
+    def __init__(self):
+        self.prepared, self.encoded = [], 0
+
+    def start_encode(self, tensor):
+        self.encoded += 1
+        return np.full((1, 256, 64, 64), float(tensor.sum()), np.float32)
+
+    def finish_encode(self, handle):
+        return handle
+
+    def encode(self, tensor):
+        return self.finish_encode(self.start_encode(tensor))
+
+    def prepare(self, emb):
+        self.prepared.append(float(emb[0, 0, 0, 0]))
+
+    def release(self, graph):
+        pass
+
+    def decode(self, boxes, with_iou=False):
+        return np.full((len(boxes), 1, 256, 256), -1.0, np.float32)
+
+
+def _volume(depth=9, size=64):
+    """A bright square that grows slowly from slice to slice."""
+    vol = np.full((depth, size, size), 20, np.uint8)
+    for z in range(depth):
+        vol[z, 16:30 + z, 16:30 + z] = 220
+    return vol
+
+
+def test_a_gap_slice_gets_the_mean_of_its_encoded_neighbours_or_is_encoded():
+    vol = _volume()
+    case = Case("3DBox_Syn_0001.npz", vol, np.array([[10, 10, 0, 50, 50, 8]]))
+    eng, stats = ValueEngine(), Stats()
+    segment_3d_fixed(case, eng, Options(interpolate=10.0), stats)
+    assert stats.interpolated == [1, 3, 5, 7] and sorted(stats.encoded) == [0, 2, 4, 6, 8] and eng.encoded == 5
+    by_slice = dict(zip([0, 2, 1, 4, 3, 6, 5, 8, 7], eng.prepared))          # each gap after its upper neighbour
+    for z in (1, 3, 5, 7):
+        assert by_slice[z] == pytest.approx((by_slice[z - 1] + by_slice[z + 1]) / 2, rel=1e-6)
+    eng, stats = ValueEngine(), Stats()
+    segment_3d_fixed(case, eng, Options(interpolate=1e-9), stats)          # neighbours never that close
+    assert stats.interpolated == [] and sorted(stats.encoded) == list(range(9)) and eng.encoded == 9
+    eng, stats = ValueEngine(), Stats()
+    known = {3: np.full((1, 256, 64, 64), -5.0, np.float32)}               # the guard's probe of slice 3
+    segment_3d_fixed(case, eng, Options(interpolate=10.0), stats, known)
+    assert stats.interpolated == [1, 5, 7] and eng.encoded == 5 and -5.0 in eng.prepared and not known
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from qmedsam.engine import Engine, EngineOptions
+
+    return Engine(MODELS, EngineOptions(float_precision="f32"))
+
+
+def test_with_the_real_engine_each_slice_is_decoded_once_and_the_masks_stay_close(engine):
+    vol = _volume(depth=7, size=96)
+    case = Case("3DBox_Syn_0002.npz", vol, np.array([[12, 12, 0, 44, 44, 6], [60, 60, 2, 90, 90, 4]]))
+    plain = segment_3d_fixed(case, engine, Options(), Stats())
+    counting = CountingEngine(engine)
+    stats = Stats()
+    seg = segment_3d_fixed(case, counting, Options(interpolate=10.0), stats)
+    assert stats.interpolated == [1, 3, 5] and len(counting.encoded) == 4 == stats.slices_encoded
+    assert dice(seg == 1, plain == 1) > 0.9
+    same = segment_3d_fixed(case, engine, Options(interpolate=1e-9), Stats())
+    np.testing.assert_array_equal(same, plain)
