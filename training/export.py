@@ -61,21 +61,30 @@ def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | Non
             _copy_graph(source, ENCODER_W7, models)
             update_manifest(models, [ENCODER_W7], encoder_w7=dict(record["encoder_w7"], copied_from=str(source)))
             return
-        if record.get("weight_bits") != 7:
-            raise SystemExit(f"{source}: its manifest records neither 7-bit weights (make export WEIGHT_BITS=7) "
-                             f"nor an encoder_w7")
+        if _weight_bits(record) != 7:
+            raise SystemExit(f"{source}: its manifest records neither 7-bit weights (make export WEIGHT_BITS=7, "
+                             f"or a checkpoint of make qat-distill DISTILL_ARGS='--weight-bits 7') nor an encoder_w7")
         _copy_graph(source, ENCODER, models, ENCODER_W7)
         folded = record["onnx"]["constant_clips_folded"][ENCODER.name]
     else:
         ptq = model_sources.post_training(weights, n_calib, 0, weight_bits=7)
         record = ptq.record
         folded = export_qcdq(*encoder_graph(ENCODER_W7, ptq.model), models)
+    if record.get("method") == "qat":
+        made = {"method": "quantization-aware training with 7-bit weight quantizers (narrow range, |q| <= 63)",
+                "qat_checkpoint": record["qat_checkpoint"], "distillation": record.get("distillation")}
+    else:
+        made = {"method": "the same post-training recipe with 7-bit weight quantizers (narrow range, |q| <= 63)",
+                "encoder_steps": record["encoder_steps"], "encoder_agreement": record["encoder_agreement"]}
     update_manifest(models, [ENCODER_W7], encoder_w7={
-        "graph": ENCODER_W7.name, "weight_bits": 7, "when": ENCODER_W7.role,
-        "method": "the same post-training recipe with 7-bit weight quantizers (narrow range, |q| <= 63)",
-        "from": str(source) if source else "make export", "encoder_steps": record["encoder_steps"],
-        "encoder_agreement": record["encoder_agreement"], "float_layers": record["float_layers"],
+        "graph": ENCODER_W7.name, "weight_bits": 7, "when": ENCODER_W7.role, **made,
+        "from": str(source) if source else "make export", "float_layers": record["float_layers"],
         "constant_clips_folded": folded})
+
+
+def _weight_bits(record: dict) -> int | None:
+    """The encoder's weight bits a manifest records (a post-training export, or a QAT checkpoint's structure)."""
+    return record.get("weight_bits", (record.get("structure") or {}).get("weight_bits"))
 
 
 def _copy_graph(source: Path, spec, models: Path, as_spec=None) -> None:

@@ -211,3 +211,15 @@ def test_a_7_bit_export_becomes_the_folders_encoder_w7(weights, tmp_path):
     passed = json.loads((third / "manifest.json").read_text())
     assert passed["encoder_w7"] == dict(manifest["encoder_w7"], copied_from=str(folder))
     assert path_of(third, ENCODER_W7).read_bytes() == path_of(folder, ENCODER_W7).read_bytes()
+    # the export of a 7-bit QAT checkpoint (make qat-distill --weight-bits 7): recorded as QAT
+    qat = {k: v for k, v in record.items() if k not in ("weight_bits", "encoder_steps", "encoder_agreement")}
+    qat.update(method="qat", structure={"weight_bits": 7}, qat_checkpoint={"path": "best.pt", "sha256": "x"},
+               distillation={"best_step": 40})
+    (source / "manifest.json").write_text(json.dumps(qat))
+    add_w7_encoder(folder, weights, 0, source)
+    w7 = json.loads((folder / "manifest.json").read_text())["encoder_w7"]
+    assert w7["method"].startswith("quantization-aware") and w7["distillation"] == {"best_step": 40}
+    qat["structure"]["weight_bits"] = 8
+    (source / "manifest.json").write_text(json.dumps(qat))
+    with pytest.raises(SystemExit, match="7-bit"):
+        add_w7_encoder(folder, weights, 0, source)

@@ -32,7 +32,7 @@ def test_mask_loss_is_lowest_at_the_teacher():
 
 def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     s = Settings(steps=6, views=1, val_views=1, batch=1, accum=1, lr=1e-4, scale_lr=1e-4, eval_every=6,
-                 calib=2)   # one view: comparable losses
+                 calib=2, weight_bits=7)   # one view: comparable losses; the student of encoder_w7
     held_out = {"CT": labelled_pairs((6,), ())}
     best = distill(tmp_path, s, weights, held_out, log=lambda m: None)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -47,7 +47,7 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6, 7]
     model, structure = rebuild(torch.load(tmp_path / "best.pt", weights_only=False))
-    assert structure.equalized and structure.merged_batchnorms
+    assert structure.equalized and structure.merged_batchnorms and structure.weight_bits == 7
 
 
 def test_trainable_sets(weights):

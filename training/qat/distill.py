@@ -78,15 +78,15 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(steps - warmup, 1)))
 
 
-def ptq_student(weights: Path, n_calib: int, log=print):
+def ptq_student(weights: Path, n_calib: int, weight_bits: int = 8, log=print):
     """The post-training recipe's int8 model (steps 1-4, bias correction on) as the student."""
     from tools.modalities import calibration_set
     from training.ptq import model_inputs, correct_bias
     from training.ptq_recipe import BIAS_SLICES, quantized_model
 
     images = model_inputs(calibration_set(n_calib))
-    log(f"student: post-training recipe on {len(images)} calibration slices")
-    model = quantized_model(weights, images)
+    log(f"student: post-training recipe on {len(images)} calibration slices, {weight_bits}-bit weights")
+    model = quantized_model(weights, images, weight_bits=weight_bits)
     correct_bias(model.image_encoder, [(x,) for x in images[:BIAS_SLICES]])
     return model.eval()
 
@@ -142,6 +142,7 @@ class Settings:
     mask_weight: float = 1.0
     eval_every: int = 50
     calib: int = 48               # calibration slices of the post-training starting point
+    weight_bits: int = 8          # 7: the student of encoder_w7 (CPUs without VNNI; qmedsam.encoder_choice)
     seed: int = 0
 
 
@@ -172,8 +173,9 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
     else:
         from training.ptq_recipe import kept_float
 
-        model = ptq_student(weights, s.calib, log)
-        blob = student_record(model, Structure(equalized=True, float_layers=tuple(kept_float(model))), step=0)
+        model = ptq_student(weights, s.calib, s.weight_bits, log)
+        blob = student_record(model, Structure(equalized=True, float_layers=tuple(kept_float(model)),
+                                               weight_bits=s.weight_bits), step=0)
         save(blob, init)
     model, structure = rebuild(blob)
     encoder = model.image_encoder
