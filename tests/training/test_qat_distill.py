@@ -42,6 +42,8 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     assert "CT" in best["held_out"] and (tmp_path / "best.pt").is_file() and (tmp_path / "curves.png").is_file()
     evals = [r for r in rows if "held_out" in r]
     assert [r["step"] for r in evals] == [0, 6] and all(0 <= r["selection"]["mask_dice"] <= 1 for r in evals)
+    picked = min(evals, key=lambda r: r["selection"]["loss"])       # the selection views' loss chooses
+    assert best["step"] == picked["step"] and best["selection"] == picked["selection"]
     # more steps asked: the rerun continues from last.pt instead of starting again
     distill(tmp_path, Settings(**dict(s.__dict__, steps=7)), weights, held_out, log=lambda m: None)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

@@ -55,13 +55,14 @@ def plot_distillation(out: Path) -> Path | None:
         for m in evals[-1]["held_out"]:
             b.plot(x, [r["held_out"][m]["mask_dice"] for r in evals], "o-",
                    label=f"held-out {m}" if m == "mean" else m, lw=2 if m == "mean" else 1, ms=3)
-        if all("selection" in r for r in evals):
-            b.plot(x, [r["selection"]["mask_dice"] for r in evals], "s--", color="black", lw=1.5, ms=3,
-                   label="selection views (chooses best)")
+        chosen = [(r["step"], r["selection"]["loss"]) for r in evals if "loss" in r.get("selection", {})]
+        if chosen:
+            a.plot(*zip(*chosen), "s--", color="black", lw=1.5, ms=4, label="selection views (chooses best)")
+            a.legend(fontsize=7)
         b.set_xlabel("step")
         b.set_ylabel("mask Dice vs float")
         b.legend(fontsize=7)
-        b.set_title("agreement with the float model")
+        b.set_title("held-out agreement with the float model")
     return _save(fig, out / "curves.png")
 
 

@@ -7,9 +7,10 @@ correction) and learns, through its fake-quantized forward pass, to give the tea
 embeddings and, through the frozen float decoder, the teacher's masks, on unlabelled views of
 public images of every modality (``training.qat.distill_data``, teacher outputs cached once).
 Every ``--eval-every`` steps the student is measured twice: on the selection views (cached views
-of the same images that it never trains on), which choose the best step, and on the held-out
-files (``tools.modalities.held_out_sets``, which calibration never sees), which are only
-reported, so the reported agreement is not the figure the step was chosen on.
+of the same images that it never trains on), whose distillation loss chooses the best step, and
+on the held-out files (``tools.modalities.held_out_sets``, which calibration never sees), whose
+mask agreement with the float model is only reported, so the reported agreement is not the
+figure the step was chosen on.
 
 Resumable: rerun the same command and it continues from ``OUT/last.pt``.  Writes
 ``OUT/log.jsonl``, ``OUT/best.pt`` (``make export CKPT=OUT/best.pt``), ``OUT/curves.png``.
@@ -109,19 +110,23 @@ class Agreement:
 
 
 @torch.no_grad()
-def view_agreement(encoder, fdec, data: dict) -> dict:
-    """The student's mask Dice against the teacher's masks, and its relative embedding error, on
-    cached views (the selection views)."""
+def view_agreement(encoder, fdec, data: dict, mask_weight: float) -> dict:
+    """On cached views (the selection views): the distillation loss (what chooses the best step),
+    its embedding part, and the student's mask Dice against the teacher's masks (mean per box:
+    the many small random boxes make it noisy, so it is reported, not used)."""
     from training.ptq import mask_dice
 
     encoder.eval()
-    dices, errors = [], []
+    dices, e_losses, m_losses = [], [], []
     for i in range(len(data["images"])):
         emb = encoder(data["images"][i:i + 1])
-        errors.append(float(embedding_loss(emb, data["embeddings"][i:i + 1])))
-        dices.append(mask_dice(fdec(emb, data["boxes"][i]) > 0, data["logits"][i] > 0))
-    return {"mask_dice": round(float(torch.cat(dices).mean()), 4),
-            "embedding_error": round(float(np.mean(errors)), 4)}
+        logits = fdec(emb, data["boxes"][i])
+        e_losses.append(float(embedding_loss(emb, data["embeddings"][i:i + 1])))
+        m_losses.append(float(mask_loss(logits, data["logits"][i])))
+        dices.append(mask_dice(logits > 0, data["logits"][i] > 0))
+    return {"loss": round(float(np.mean(e_losses) + mask_weight * np.mean(m_losses)), 5),
+            "embedding_error": round(float(np.mean(e_losses)), 5),
+            "mask_dice": round(float(torch.cat(dices).mean()), 4)}
 
 
 def save(blob: dict, path: Path) -> None:
@@ -195,7 +200,8 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
     logf = open(out / "log.jsonl", "a")
 
     def evaluate(step: int) -> dict:
-        row = {"step": step, "selection": view_agreement(encoder, fdec, selection), "held_out": agreement(encoder)}
+        row = {"step": step, "selection": view_agreement(encoder, fdec, selection, s.mask_weight),
+               "held_out": agreement(encoder)}
         history.append(row)
         logf.write(json.dumps(row) + "\n")
         logf.flush()
@@ -203,8 +209,7 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
 
     if best is None:
         best = evaluate(0)
-        log(f"step 0: selection mask Dice {best['selection']['mask_dice']:.4f}; "
-            f"held-out {_summary(best['held_out'])}")
+        log(f"step 0: selection loss {best['selection']['loss']:.5f}; held-out {_summary(best['held_out'])}")
     rng = np.random.default_rng([seed, start])
     warmup = max(1, steps // 20)
     t0 = time.time()
@@ -230,8 +235,8 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
                 f"mask {row['mask']:.4f}), {rate:.1f} s/step, {rate * (steps - step - 1) / 60:.0f} min left")
         if (step + 1) % s.eval_every == 0 or step + 1 == steps:
             row = evaluate(step + 1)
-            improved = row["selection"]["mask_dice"] > best["selection"]["mask_dice"]
-            log(f"step {step + 1}: selection mask Dice {row['selection']['mask_dice']:.4f}"
+            improved = row["selection"]["loss"] < best["selection"]["loss"]
+            log(f"step {step + 1}: selection loss {row['selection']['loss']:.5f}"
                 f"{' (best)' if improved else ''}; held-out {_summary(row['held_out'])}")
             if improved:
                 best = row
@@ -272,12 +277,13 @@ def _distillation_record(settings, history, best, weights) -> dict:
     return {"method": "label-free quantization-aware distillation of the image encoder (make qat-distill): "
                       "student from the post-training recipe, float LiteMedSAM teacher, relative embedding "
                       "MSE + mask KL/Dice through the frozen float decoder, unlabelled public views; "
-                      "best step chosen on selection views never trained on, held-out files only reported",
+                      "best step chosen by the distillation loss on selection views never trained on, "
+                      "held-out files only reported",
             "settings": settings, "teacher": {"path": weights.name, "sha256": sha256_of(weights)},
             "best_step": best["step"], "selection_before": history[0]["selection"],
             "selection_best": best["selection"], "held_out_before": history[0]["held_out"],
             "held_out_best": best["held_out"],
-            "history": [{"step": h["step"], "selection_mask_dice": h["selection"]["mask_dice"],
+            "history": [{"step": h["step"], "selection": h["selection"],
                          "held_out_mean_mask_dice": h["held_out"]["mean"]["mask_dice"]} for h in history]}
 
 
@@ -291,7 +297,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
     best = distill(args.out, settings, args.weights, log=lambda m: print(m, file=sys.stderr, flush=True))
-    print(f"best step {best['step']}: selection mask Dice {best['selection']['mask_dice']:.4f}; "
+    print(f"best step {best['step']}: selection loss {best['selection']['loss']:.5f}; "
           f"held-out {_summary(best['held_out'])} -> {args.out / 'best.pt'}")
     return 0
 
