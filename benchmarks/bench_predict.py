@@ -124,7 +124,10 @@ def _versus(res: dict, work: Path, names: list, case: Path) -> str:
     """The default's ratio to --precision fp32, or (windows) to --decoder-windows off with the share
     of voxels their label maps give the same label."""
     if "this, --precision fp32" in res:
-        return f"  default vs --precision fp32: {res['this, --precision fp32']['wall'] / res['this (default)']['wall']:.2f}x"
+        out = f"  default vs --precision fp32: {res['this, --precision fp32']['wall'] / res['this (default)']['wall']:.2f}x"
+        if "this, no interpolation" in res:
+            out += f", vs no interpolation: {res['this, no interpolation']['wall'] / res['this (default)']['wall']:.2f}x"
+        return out
     a, b = (np.load(work / f"v{names.index(v)}" / "outputs" / case.name)["segs"] for v in ("this (default)", "this, no windows"))
     return (f"  windows vs none: {res['this, no windows']['wall'] / res['this (default)']['wall']:.2f}x, "
             f"label maps equal on {100 * float(np.mean(a == b)):.4f} % of voxels")
@@ -181,10 +184,12 @@ def main(argv=None) -> None:
                     "this, --zoom off": (ROOT / "predict.sh", ("--zoom", "off")),
                     "this, no windows": (ROOT / "predict.sh", ("--decoder-windows", "off")),
                     "this, --precision fp32": (ROOT / "predict.sh", ("--precision", "fp32")),
+                    "this, no interpolation": (ROOT / "predict.sh", ("--interpolate-slices", "0")),
                     "this (default)": (ROOT / "predict.sh", ())}
         if args.only == "3d":             # the encoder-bound volumes: the default against --precision fp32
             cases = [c for c in cases if c.name.startswith("3D")]
-            versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, --precision", "this ("))}
+            versions = {k: v for k, v in versions.items()
+                        if k.startswith(("baseline", "this, --precision", "this, no interp", "this ("))}
         elif args.only == "startup":      # start-up: the floor, then the 1-box case warm and cold
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this ("))}
         elif args.only == "windows":      # decoder-bound: many small boxes, 2D and 3D

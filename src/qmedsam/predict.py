@@ -25,6 +25,7 @@ from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
 from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit, peak_rss_bytes
 from qmedsam.model_dir import default_models, has_graph, model_dir
 from qmedsam.progress import CaseProgress
+from qmedsam.slice_interpolation import DEFAULT_TAU
 from qmedsam.zoom import MAX_CROPS
 
 CACHE_NAME = ".qmedsam-cache"
@@ -85,10 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "box, the fixed box's mask kept unless the decoder predicts the propagated one "
                          "clearly better (scores below fixed on the public cases); all encode each slice once")
     ap.add_argument("--interpolate-slices", type=tau_option, metavar="TAU",
-                    default=_env("QMEDSAM_INTERPOLATE_SLICES", "0"),
+                    default=_env("QMEDSAM_INTERPOLATE_SLICES", str(DEFAULT_TAU)),
                     help="3D fixed mode: encode every other slice of a box's range and give a slice between two "
                          "encoded ones their mean embedding where those differ by less than TAU (relative L2), "
-                         "else encode it too; 0 (default): encode every slice [env QMEDSAM_INTERPOLATE_SLICES]")
+                         f"else encode it too; 0: encode every slice (default {DEFAULT_TAU}) "
+                         "[env QMEDSAM_INTERPOLATE_SLICES]")
     ap.add_argument("--zoom", choices=("auto", "off"), default=_env("QMEDSAM_ZOOM", "auto"),
                     help="2D images: decode boxes too small for the 256-pixel model input against crops "
                          "around them (auto, default) or not (off)")

@@ -95,3 +95,13 @@ def test_with_the_real_engine_each_slice_is_decoded_once_and_the_masks_stay_clos
     assert dice(seg == 1, plain == 1) > 0.9
     same = segment_3d_fixed(case, engine, Options(interpolate=1e-9), Stats())
     np.testing.assert_array_equal(same, plain)
+
+
+def test_the_predictor_interpolates_by_default_and_the_option_turns_it_off(monkeypatch):
+    from qmedsam.predict import parse_args
+    from qmedsam.slice_interpolation import DEFAULT_TAU
+
+    assert parse_args(["-i", "x", "-o", "y"]).interpolate_slices == DEFAULT_TAU > 0
+    assert parse_args(["-i", "x", "-o", "y", "--interpolate-slices", "0"]).interpolate_slices == 0
+    monkeypatch.setenv("QMEDSAM_INTERPOLATE_SLICES", "0.25")
+    assert parse_args(["-i", "x", "-o", "y"]).interpolate_slices == 0.25
