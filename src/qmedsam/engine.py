@@ -122,31 +122,30 @@ class Engine:
         pool = ThreadPoolExecutor(len(GRAPHS) + 1)
         specs = {g.name: ENCODERS[encoder] if g is ENCODER else g for g in GRAPHS}
 
-        def load(spec: GraphSpec, cfg=config):
+        # A float encoder is the float model's (and the reference the int8 one is judged against):
+        # f32 arithmetic unless bf16 is asked for; the int8 graphs and the decoder take the setting.
+        f32 = dict(config, **{hints.inference_precision: "f32"})
+
+        def load(spec: GraphSpec):
+            float_encoder = spec.precision == "float" and spec.name in ENCODERS
+            cfg = f32 if float_encoder and options.float_precision == "auto" else config
             return pool.submit(core.compile_model, str(model_dir / spec.files[0]), "CPU", cfg)
 
         jobs = {role: load(spec) for role, spec in specs.items()}
-        # The fallback is the float reference the int8 encoder is judged against: f32 arithmetic,
-        # and a case run with it decodes in f32 too (:meth:`use_encoder`), so its answer is the
-        # float model's on every CPU.
-        f32 = dict(config, **{hints.inference_precision: "f32"})
-        self._fallback = (fallback, load(ENCODERS[fallback], f32)) if fallback else None
+        self._fallback = (fallback, load(ENCODERS[fallback])) if fallback else None
         pool.shutdown(wait=False)
         compiled = {role: _compiled(job, model_dir) for role, job in jobs.items()}
         for role, spec in specs.items():
             _check_names(compiled[role], spec)
         self._model_dir = model_dir
-        self._compile_f32 = lambda spec: core.compile_model(str(model_dir / spec.files[0]), "CPU", f32)
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
         self._compiled = compiled
         self.primary = encoder                         # the encoder graph it was built with
         self.encoder = encoder                         # the encoder graph :meth:`encode` runs
         self._encoders = {encoder: (compiled[ENCODER.name], self._requests(compiled[ENCODER.name]))}
-        # decoder graphs by the precision of their float operations; the primary's at first
-        self._primary_ops = options.float_precision
-        self._decoders = {self._primary_ops: (compiled[DECODER_IMAGE.name], compiled[DECODER_BOXES.name])}
-        self._decoder_ops = None
-        self._use_decoders(self._primary_ops)
+        self._image = compiled[DECODER_IMAGE.name].create_infer_request()
+        self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
+        self._prepared = False
         self._next = 0
         self.windows = options.windows
         self.margin = MARGIN                            # pixels around a box inside its window
@@ -171,32 +170,9 @@ class Engine:
         return self._encoders[name]
 
     def use_encoder(self, name: str) -> None:
-        """Run encoder graph ``name`` (this one or the fallback) from the next :meth:`start_encode` on;
-        with the fallback the decoder runs in f32 (compiled on first use where the primary's float
-        operations are not f32).  A switch of decoders wants a new :meth:`prepare`."""
+        """Run encoder graph ``name`` (this one or the fallback) from the next :meth:`start_encode` on."""
         self._compiled[ENCODER.name] = self._encoder(name)[0]
         self.encoder = name
-        self._use_decoders("f32" if name == self.fallback else self._primary_ops)
-
-    @property
-    def decoder_ops(self) -> str:
-        """The float-operations setting of the decoder graphs in use ('auto', 'f32' or 'bf16')."""
-        return self._decoder_ops
-
-    def _use_decoders(self, ops: str) -> None:
-        if ops == self._decoder_ops:
-            return
-        if ops not in self._decoders:
-            try:
-                self._decoders[ops] = tuple(self._compile_f32(g) for g in (DECODER_IMAGE, DECODER_BOXES))
-            except RuntimeError as e:
-                first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-                raise EngineError(f"cannot compile the decoder in {self._model_dir}: {first}") from None
-        image, boxes = self._decoders[ops]
-        self._compiled[DECODER_IMAGE.name], self._compiled[DECODER_BOXES.name] = image, boxes
-        self._image, self._boxes = image.create_infer_request(), boxes.create_infer_request()
-        self._decoder_ops = ops
-        self._prepared = False
 
     def encode_with(self, name: str, tensor: np.ndarray) -> np.ndarray:
         """The embedding of ``tensor`` by encoder graph ``name``, whichever encoder is in use."""

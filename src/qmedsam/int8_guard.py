@@ -5,8 +5,7 @@ and last slices, MR), and where it departs moves with the CPU.  So before a 3D c
 int8, a few probe slices are encoded by both encoders and their boxes decoded against both
 embeddings; if the probed int8 masks agree with the float ones by less than :data:`MIN_DICE`
 (Dice over all their pixels together), the whole case runs with the float encoder.  A 2D image is one encoder pass,
-so a probe would cost more than running it in float: 2D cases run in float.  A case run in float
-decodes in f32 too (:meth:`qmedsam.engine.Engine.use_encoder`): its answer is the float model's.
+so a probe would cost more than running it in float: 2D cases run in float.
 """
 from __future__ import annotations
 

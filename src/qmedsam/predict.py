@@ -193,8 +193,8 @@ def start(args):
         return cases, None
     float_ops = float_ops_for(args.precision, args.float_ops)
     if fallback and not any(is_3d_name(p.name) for p in cases):
-        # The guard runs every 2D image in float, decoder included: load only those graphs.
-        encoder, fallback, float_ops = FLOAT_ENCODER, None, float_ops_for("fp32", args.float_ops)
+        # The guard runs every 2D image with the float encoder: load only the graphs it runs.
+        encoder, fallback = FLOAT_ENCODER, None
         why = "float: every case is 2D, which the int8 guard runs in float (one encoder pass, less than a probe)"
     cache = _cache_dir(args)
     t = time.perf_counter()

@@ -171,36 +171,25 @@ def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine)
     assert len(pairs) == 1 + 2 and all(a.shape == b.shape == (256, 256) for a, b in pairs)
 
 
-def test_a_case_run_with_the_fallback_decodes_in_f32():
-    """The primary decoder's float operations follow the int8 models (bf16 where the CPU has it);
-    after a switch to the float encoder the decoder runs in f32, as --precision fp32 does."""
+def test_the_float_encoder_runs_in_f32_beside_the_int8_models_float_setting():
+    """Under --float-ops auto the float encoder (primary or fallback) is compiled in f32, the
+    float model's arithmetic on every CPU; the decoder keeps the int8 models' setting."""
     from qmedsam.encoder_choice import cpu_flags
 
     x = np.random.default_rng(2).random((1, 3, 256, 256), dtype=np.float32)
-    boxes = np.array([[[40, 50, 120, 140]], [[10, 10, 30, 26]]], np.float32)
-    guarded = Engine(MODELS, EngineOptions(float_precision="bf16", fallback=ENCODER_FLOAT.name))
-    float_only = Engine(MODELS, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name))
-    emb = float_only.encode(x)
-    float_only.prepare(emb)
-    want = float_only.decode(boxes)
-    guarded.prepare(emb)
-    primary = guarded.decode(boxes)
-    assert guarded.decoder_ops == "bf16"
-    guarded.use_encoder(ENCODER_FLOAT.name)
-    assert guarded.decoder_ops == "f32"
-    with pytest.raises(EngineError, match="before prepare"):       # the state belonged to the other decoder
-        guarded.decode(boxes)
-    guarded.prepare(guarded.encode(x))
-    np.testing.assert_array_equal(guarded.decode(boxes), want)
-    if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():  # native bf16: the primary's differ
-        assert not np.array_equal(primary, want)
-    guarded.use_encoder(ENCODER.name)
-    assert guarded.decoder_ops == "bf16"
+    f32 = Engine(MODELS, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name)).encode(x)
+    primary = Engine(MODELS, EngineOptions(float_precision="auto", encoder=ENCODER_FLOAT.name))
+    np.testing.assert_array_equal(primary.encode(x), f32)
+    fallback = Engine(MODELS, EngineOptions(float_precision="auto", fallback=ENCODER_FLOAT.name))
+    np.testing.assert_array_equal(fallback.encode_with(ENCODER_FLOAT.name, x), f32)
+    bf16 = Engine(MODELS, EngineOptions(float_precision="bf16", encoder=ENCODER_FLOAT.name)).encode(x)
+    if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():      # asked for, bf16 is taken
+        assert not np.array_equal(bf16, f32)
 
 
 def test_2d_cases_get_the_float_answer_whatever_runs_beside_them(tmp_path):
-    """--precision auto: a folder of 2D cases loads only the float graphs, in f32; in a folder with
-    a 3D case beside it, the guard sends the 2D case to float with the f32 decoder: the same map."""
+    """--precision auto: a folder of 2D cases loads only the float encoder and the decoder; in a
+    folder with a 3D case beside it, the guard sends the 2D case to float: the same map."""
     import shutil
     import subprocess
     import sys
