@@ -46,8 +46,9 @@ test: $(STAMP) weights
 	$(PY) -m pytest -q -ra
 
 WEIGHT_BITS ?= 8
+CKPT_W7 ?=
 export: $(STAMP) weights
-	$(TORCH_MALLOC) $(PY) -m training.export --models $(MODELS) --calib $(CALIB) --distill-steps $(DISTILL) --weight-bits $(WEIGHT_BITS) $(if $(CKPT),--ckpt $(CKPT))
+	$(TORCH_MALLOC) $(PY) -m training.export --models $(MODELS) --calib $(CALIB) --distill-steps $(DISTILL) --weight-bits $(WEIGHT_BITS) $(if $(CKPT),--ckpt $(CKPT)) $(if $(CKPT_W7),--ckpt-w7 $(CKPT_W7))
 
 # only the runtime's float decoder graphs (decoder_image, decoder_boxes) of the int8 folder, from the
 # pretrained weights, as `make export` writes them; the int8 graphs are left as they are

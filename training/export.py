@@ -48,14 +48,23 @@ def export_int8(source: ModelSource, models: Path, weights: Path) -> None:
     add_float_encoder(models, weights)
 
 
-def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | None = None) -> None:
+def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | None = None,
+                   ckpt: Path | None = None) -> None:
     """The post-training recipe again with 7-bit weights, its encoder exported as ``encoder_w7``
     (what ``--precision auto`` runs on AVX-512 CPUs without VNNI; qmedsam.encoder_choice) into an
     int8 models folder and recorded in its manifest (part of ``make export``; ``--add-w7`` on its
     own).  ``source``: a folder ``make export WEIGHT_BITS=7`` wrote (its encoder is taken as it is
     instead of running the recipe again), or a models folder that holds an ``encoder_w7`` (taken
-    with its record: a QAT checkpoint's export keeping the post-training 7-bit encoder)."""
-    if source is not None:
+    with its record: a QAT checkpoint's export keeping the post-training 7-bit encoder).
+    ``ckpt``: a 7-bit QAT checkpoint (``make qat-distill DISTILL_ARGS='--weight-bits 7'``) whose
+    encoder is exported instead."""
+    if ckpt is not None:
+        qat = model_sources.qat_checkpoint(ckpt)
+        record = qat.record
+        if _weight_bits(record) != 7:
+            raise SystemExit(f"{ckpt}: a checkpoint of {_weight_bits(record)}-bit weights, not 7")
+        folded = export_qcdq(*encoder_graph(ENCODER_W7, qat.model), models)
+    elif source is not None:
         record = read_manifest(source)
         if "encoder_w7" in record:
             _copy_graph(source, ENCODER_W7, models)
@@ -138,6 +147,8 @@ def main(argv=None) -> None:
     ap.add_argument("--models", type=Path, default=Path("models"))
     ap.add_argument("--weights", type=Path, default=DEFAULT_PATH)
     ap.add_argument("--ckpt", type=Path, help="QAT checkpoint (otherwise post-training quantization)")
+    ap.add_argument("--ckpt-w7", type=Path,
+                    help="with --ckpt: a 7-bit QAT checkpoint, exported as the folder's encoder_w7")
     ap.add_argument("--fp32", action="store_true", help="write float models to MODELS/fp32")
     ap.add_argument("--runtime-decoder", action="store_true",
                     help="re-export only the runtime's float decoder graphs into the int8 MODELS folder")
@@ -154,6 +165,8 @@ def main(argv=None) -> None:
                     help="PTQ: steps of encoder distillation against the float model after calibration")
     args = ap.parse_args(argv)
     weights = ensure_weights(args.weights)
+    if args.ckpt_w7 and not args.ckpt:
+        ap.error("--ckpt-w7 goes with --ckpt (the 8-bit checkpoint of the same folder)")
     if args.fp32:
         export_fp32(weights, args.models / "fp32")
         print(f"fp32 models in {args.models / 'fp32'}")
@@ -170,7 +183,9 @@ def main(argv=None) -> None:
         else:
             source = model_sources.post_training(weights, args.calib, args.distill_steps, args.weight_bits)
         export_int8(source, args.models, weights)
-        if not args.ckpt and args.weight_bits == 8:
+        if args.ckpt_w7:
+            add_w7_encoder(args.models, weights, args.calib, ckpt=args.ckpt_w7)
+        elif not args.ckpt and args.weight_bits == 8:
             add_w7_encoder(args.models, weights, args.calib)
         print(f"int8 models in {args.models}")
 

@@ -50,6 +50,21 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4, 5, 6, 7]
     model, structure = rebuild(torch.load(tmp_path / "best.pt", weights_only=False))
     assert structure.equalized and structure.merged_batchnorms and structure.weight_bits == 7
+    # make export CKPT_W7=: the 7-bit checkpoint becomes a models folder's encoder_w7, recorded as QAT
+    import shutil
+
+    from conftest import MODELS
+    from qmedsam.engine import Engine, EngineOptions
+    from qmedsam.model_spec import ENCODER_W7
+    from training.export import add_w7_encoder
+
+    folder = tmp_path / "models"
+    shutil.copytree(MODELS, folder, ignore=shutil.ignore_patterns("fp32", "encoder_w7.*"))
+    add_w7_encoder(folder, weights, 0, ckpt=tmp_path / "best.pt")
+    w7 = json.loads((folder / "manifest.json").read_text())["encoder_w7"]
+    assert w7["method"].startswith("quantization-aware") and w7["weight_bits"] == 7
+    emb = Engine(folder, EngineOptions(encoder=ENCODER_W7.name)).encode(np.zeros((1, 3, 256, 256), np.float32))
+    assert emb.shape == (1, 256, 64, 64) and np.isfinite(emb).all()
 
 
 def test_trainable_sets(weights):
