@@ -56,11 +56,11 @@ class PlainDecoder:
 
     def run(self, emb: np.ndarray, boxes: np.ndarray) -> None:
         for s in range(0, len(boxes), MAX_BLOCK):
-            self.request.infer({"image_embedding": emb, "boxes": boxes[s:s + MAX_BLOCK]})
+            self.request.infer(dict(zip(DECODER_PLAIN.inputs, (emb, boxes[s:s + MAX_BLOCK]))))
 
     def logits(self, emb, boxes):
-        self.request.infer({"image_embedding": emb, "boxes": boxes})
-        return self.request.get_tensor("low_res_masks").data.copy()
+        self.request.infer(dict(zip(DECODER_PLAIN.inputs, (emb, boxes))))
+        return self.request.get_tensor(DECODER_PLAIN.outputs[0]).data.copy()
 
 
 def _plain_xml(folder: Path) -> Path:

@@ -11,8 +11,8 @@ import onnx
 import openvino as ov
 import torch
 
-from qmedsam.model_spec import (DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, REFERENCE_FOLDER, SHIPPED,
-                                 GraphSpec)
+from qmedsam.model_spec import (BOXES, CELLS, DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, MASKS,
+                                 REFERENCE_FOLDER, SHIPPED, GraphSpec)
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState, full_cells
 from training.model.lite_medsam import LiteMedSAM
 from training.onnx_fold import fold_constant_clips, untie_dequant_constants
@@ -32,7 +32,7 @@ def path_of(folder: Path, spec: GraphSpec, ext: str = "xml") -> Path:
 
 def _batch_axes(spec: GraphSpec) -> dict:
     """Dynamic box-batch axes of a decoder graph: its ``boxes`` input and every output."""
-    return {name: {0: "B"} for name in ("boxes", *spec.outputs)}
+    return {name: {0: "B"} for name in (BOXES, *spec.outputs)}
 
 
 def example_inputs():
@@ -63,7 +63,7 @@ def factored_graphs(fmodel: LiteMedSAM):
     image_state = DecoderImageState(fmodel).eval()
     with torch.no_grad():
         state = image_state(emb)
-    axes = dict(_batch_axes(DECODER_BOXES), cells={0: "B", 1: "H", 2: "W"}, low_res_masks={0: "B", 2: "H4", 3: "W4"})
+    axes = dict(_batch_axes(DECODER_BOXES), **{CELLS: {0: "B", 1: "H", 2: "W"}, MASKS: {0: "B", 2: "H4", 3: "W4"}})
     return ((DECODER_IMAGE, image_state, (emb,), None),
             (DECODER_BOXES, DecoderBoxes(fmodel).eval(), (*state, boxes, full_cells(len(boxes))), axes))
 

@@ -30,12 +30,14 @@ class GraphSpec:
         return dict(asdict(self), inputs=list(self.inputs), outputs=list(self.outputs))
 
 
+# Tensor names more than one graph shares.
+EMBEDDING, BOXES, CELLS, MASKS = "image_embedding", "boxes", "cells", "low_res_masks"
 # The per-image decoder state, one tensor per part (training/model/factored_decoder.py), handed
 # from the per-image graph to the per-box graph without a copy.
 DECODER_STATE = tuple(f"state_{p}" for p in ("k1", "q1", "v1", "g0", "kb2", "vb2", "qb2", "h1", "w2",
                                               "kb3", "vb3", "tb", "cols"))
 
-ENCODER = GraphSpec("encoder", ("image",), ("image_embedding",), "int8",
+ENCODER = GraphSpec("encoder", ("image",), (EMBEDDING,), "int8",
                     "image (1,3,256,256) -> embedding; run where int8 arithmetic is fast")
 ENCODER_FLOAT = GraphSpec("encoder_float", ENCODER.inputs, ENCODER.outputs, "float",
                           "the same graph from the pretrained float weights (f16-stored); run where int8 "
@@ -43,12 +45,12 @@ ENCODER_FLOAT = GraphSpec("encoder_float", ENCODER.inputs, ENCODER.outputs, "flo
 ENCODER_W7 = GraphSpec("encoder_w7", ENCODER.inputs, ENCODER.outputs, "int8",
                        "the int8 encoder with 7-bit weights: run where int8 kernels lack VNNI, whose 16-bit "
                        "pair sums saturate on 8-bit weights (qmedsam.encoder_choice)")
-DECODER_IMAGE = GraphSpec("decoder_image", ("image_embedding",), DECODER_STATE, "float",
+DECODER_IMAGE = GraphSpec("decoder_image", (EMBEDDING,), DECODER_STATE, "float",
                           "the decoder's per-image work, once per image")
-DECODER_BOXES = GraphSpec("decoder_boxes", (*DECODER_STATE, "boxes", "cells"), ("low_res_masks", "iou_predictions"),
+DECODER_BOXES = GraphSpec("decoder_boxes", (*DECODER_STATE, BOXES, CELLS), (MASKS, "iou_predictions"),
                           "float", "the decoder's per-box work, per block of boxes (B,1,4) and their windows "
                           "(B,H,W) of 64-grid cells -> the windows' logits (B,1,4H,4W); all cells: (B,1,256,256)")
-DECODER_PLAIN = GraphSpec("decoder", ("image_embedding", "boxes"), ("low_res_masks",), "int8",
+DECODER_PLAIN = GraphSpec("decoder", (EMBEDDING, BOXES), (MASKS,), "int8",
                           "the plain, unfactored decoder: a reference for tests and benchmarks, not shipped")
 
 REQUIRED = (ENCODER, DECODER_IMAGE, DECODER_BOXES)         # every folder the predictor reads

@@ -73,7 +73,7 @@ def _agreement(engine, plain, encoder, real_slices):
         emb = encoder.encode(x)
         engine.prepare(emb)
         ours = engine.decode(b)
-        ref = plain({"image_embedding": emb, "boxes": b})["low_res_masks"]
+        ref = plain(dict(zip(DECODER_PLAIN.inputs, (emb, b))))[DECODER_PLAIN.outputs[0]]
         dices += [dice(o > 0, r > 0) for o, r in zip(ours, ref)]
         diffs.append(np.abs(ours - ref).max() / np.abs(ref).max())
     return np.array(dices), max(diffs)
