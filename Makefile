@@ -123,7 +123,7 @@ train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 CANDIDATE ?=
 .PHONY: bench-int8 bench-guard bench-mixed
 bench-int8: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
-	$(PY) -m benchmarks.bench_int8_accuracy --models $(MODELS) $(if $(CANDIDATE),--candidate $(CANDIDATE))
+	$(PY) -m benchmarks.bench_int8_accuracy --models $(MODELS) $(if $(CANDIDATE),--candidate $(CANDIDATE)) $(if $(SETTINGS),--settings "$(SETTINGS)")
 
 # the int8 guard's probe statistics against what int8 does to each whole 3D case, each CPU setting
 bench-guard: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml

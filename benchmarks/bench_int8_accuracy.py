@@ -128,6 +128,8 @@ def main(argv=None) -> None:
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--candidate", type=Path, help="another int8 models folder, measured beside the committed one")
     ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
+    ap.add_argument("--settings", default=",".join(RUNS),
+                    help="comma-separated CPU settings to measure (default: all: %(default)s)")
     ap.add_argument("--measure", choices=tuple(RUNS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     folders = {"int8": args.models, **({"candidate": args.candidate} if args.candidate else {})}
@@ -135,7 +137,11 @@ def main(argv=None) -> None:
         print(json.dumps(measure(folders, RUNS[args.measure][1], args.samples)))
         return
     print(f"CPU: {describe()}")
-    chosen = [s for s in RUNS if s != "organiser-like" or "organiser-like" in settings()]
+    wanted = [w.strip() for w in args.settings.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in RUNS]
+    if unknown:
+        ap.error(f"unknown setting(s) {', '.join(unknown)} (have: {', '.join(RUNS)})")
+    chosen = [s for s in RUNS if s in wanted and (s != "organiser-like" or "organiser-like" in settings())]
     results = {}
     for setting in chosen:
         print(f"measuring: {setting}", file=sys.stderr, flush=True)
