@@ -66,13 +66,14 @@ def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | Non
         folded = export_qcdq(*encoder_graph(ENCODER_W7, qat.model), models)
     elif source is not None:
         record = read_manifest(source)
-        if "encoder_w7" in record:
+        if ENCODER_W7.name in record:
             _copy_graph(source, ENCODER_W7, models)
-            update_manifest(models, [ENCODER_W7], encoder_w7=dict(record["encoder_w7"], copied_from=str(source)))
+            update_manifest(models, [ENCODER_W7],
+                            **{ENCODER_W7.name: dict(record[ENCODER_W7.name], copied_from=str(source))})
             return
         if _weight_bits(record) != 7:
             raise SystemExit(f"{source}: its manifest records neither 7-bit weights (make export WEIGHT_BITS=7, "
-                             f"or a checkpoint of make qat-distill DISTILL_ARGS='--weight-bits 7') nor an encoder_w7")
+                             f"or a checkpoint of make qat-distill DISTILL_ARGS='--weight-bits 7') nor an {ENCODER_W7.name}")
         _copy_graph(source, ENCODER, models, ENCODER_W7)
         folded = record["onnx"]["constant_clips_folded"][ENCODER.name]
     else:
@@ -85,10 +86,10 @@ def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | Non
     else:
         made = {"method": "the same post-training recipe with 7-bit weight quantizers (narrow range, |q| <= 63)",
                 "encoder_steps": record["encoder_steps"], "encoder_agreement": record["encoder_agreement"]}
-    update_manifest(models, [ENCODER_W7], encoder_w7={
+    update_manifest(models, [ENCODER_W7], **{ENCODER_W7.name: {
         "graph": ENCODER_W7.name, "weight_bits": 7, "when": ENCODER_W7.role, **made,
         "from": str(source) if source else "make export", "float_layers": record["float_layers"],
-        "constant_clips_folded": folded})
+        "constant_clips_folded": folded}})
 
 
 def _weight_bits(record: dict) -> int | None:
@@ -175,7 +176,7 @@ def main(argv=None) -> None:
         print(f"runtime decoder graphs re-exported in {args.models}")
     elif args.add_w7:
         add_w7_encoder(args.models, weights, args.calib, args.w7_from, args.ckpt_w7)
-        print(f"encoder_w7 added to {args.models}")
+        print(f"{ENCODER_W7.name} added to {args.models}")
     else:
         if args.ckpt:
             drop_w7_encoder(args.models)
