@@ -146,7 +146,7 @@ class Engine:
         self._image = compiled[DECODER_IMAGE.name].create_infer_request()
         self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
         self._prepared = False
-        self._next = 0
+        self._in_flight: set[int] = set()                # ids of encoder requests started, not finished
         self.windows = options.windows
         self.margin = MARGIN                            # pixels around a box inside its window
 
@@ -174,21 +174,31 @@ class Engine:
         self._compiled[ENCODER.name] = self._encoder(name)[0]
         self.encoder = name
 
+    def _idle_request(self, name: str):
+        """An infer request of encoder graph ``name`` that no started encode still owns: reusing one
+        in flight would hand its owner another slice's embedding."""
+        for req in self._encoder(name)[1]:
+            if id(req) not in self._in_flight:
+                return req
+        raise EngineError("two encodes are already in flight: finish one before starting another")
+
     def encode_with(self, name: str, tensor: np.ndarray) -> np.ndarray:
         """The embedding of ``tensor`` by encoder graph ``name``, whichever encoder is in use."""
-        req = self._encoder(name)[1][0]
+        req = self._idle_request(name)
         req.infer({ENCODER.inputs[0]: tensor})
         return req.get_tensor(ENCODER.outputs[0]).data.copy()
 
     def start_encode(self, tensor: np.ndarray):
-        """Start encoding asynchronously; returns a handle for :meth:`finish_encode`."""
-        req = self._encoders[self.encoder][1][self._next]
-        self._next ^= 1
+        """Start encoding asynchronously on an idle request; returns a handle for :meth:`finish_encode`
+        (at most two encodes in flight)."""
+        req = self._idle_request(self.encoder)
         req.start_async({ENCODER.inputs[0]: tensor})
+        self._in_flight.add(id(req))
         return req
 
     def finish_encode(self, handle) -> np.ndarray:
         handle.wait()
+        self._in_flight.discard(id(handle))
         return handle.get_tensor(ENCODER.outputs[0]).data.copy()
 
     def encode(self, tensor: np.ndarray) -> np.ndarray:

@@ -147,14 +147,18 @@ def _encoded(engine, tensors, overlap: bool):
         return engine.start_encode(tensors[i]())
 
     pending = start(0) if len(tensors) else None
-    for i in range(len(tensors)):
-        emb = engine.finish_encode(pending)
-        more = i + 1 < len(tensors)
-        if overlap and more:
-            pending = start(i + 1)
-        yield i, emb
-        if not overlap and more:
-            pending = start(i + 1)
+    try:
+        for i in range(len(tensors)):
+            emb, pending = engine.finish_encode(pending), None
+            more = i + 1 < len(tensors)
+            if overlap and more:
+                pending = start(i + 1)
+            yield i, emb
+            if not overlap and more:
+                pending = start(i + 1)
+    finally:                 # closed early (the case failed): the engine's request is free again
+        if pending is not None:
+            engine.finish_encode(pending)
 
 
 def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats, known: dict[int, np.ndarray] | None = None):

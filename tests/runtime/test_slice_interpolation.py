@@ -5,7 +5,9 @@ import pytest
 
 from conftest import MODELS, CountingEngine, dice
 from qmedsam.cases import Case
-from qmedsam.segment import Options, Stats, segment_3d_fixed
+from qmedsam.engine import EngineError
+from qmedsam.preprocess import image_to_tensor
+from qmedsam.segment import Options, Stats, _encoded, segment_3d_fixed
 from qmedsam.slice_interpolation import between, gap_slices, relative_difference
 
 
@@ -95,6 +97,32 @@ def test_with_the_real_engine_each_slice_is_decoded_once_and_the_masks_stay_clos
     assert dice(seg == 1, plain == 1) > 0.9
     same = segment_3d_fixed(case, engine, Options(interpolate=1e-9), Stats())
     np.testing.assert_array_equal(same, plain)
+    # with a probe slice known (the guard's), gap slices 1 and 3 are encoded one after the other
+    # while slice 6 is in flight: each slice must still get its own embedding
+    known = {4: engine.encode(image_to_tensor(vol[4])[0])}
+    probed = segment_3d_fixed(case, engine, Options(interpolate=1e-9), Stats(), known)
+    np.testing.assert_array_equal(probed, plain)
+
+
+def test_an_encode_never_reuses_a_request_in_flight(engine):
+    vol = _volume(depth=3, size=96)
+    x = [image_to_tensor(vol[z])[0] for z in range(3)]
+    alone = [engine.encode(t) for t in x]
+    first = engine.start_encode(x[0])
+    second, third = engine.encode(x[1]), engine.encode(x[2])     # the other request, twice
+    np.testing.assert_array_equal(engine.finish_encode(first), alone[0])
+    np.testing.assert_array_equal(second, alone[1])
+    np.testing.assert_array_equal(third, alone[2])
+    handles = [engine.start_encode(t) for t in x[:2]]
+    with pytest.raises(EngineError, match="in flight"):
+        engine.start_encode(x[2])
+    for h in handles:
+        engine.finish_encode(h)
+    sweep = _encoded(engine, [lambda t=t: t for t in x], overlap=True)
+    next(sweep)                                    # slice 1 now in flight
+    sweep.close()                                  # a case that fails here frees its request
+    for h in [engine.start_encode(t) for t in x[:2]]:
+        engine.finish_encode(h)
 
 
 def test_the_predictor_interpolates_by_default_and_the_option_turns_it_off(monkeypatch):
