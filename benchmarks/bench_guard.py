@@ -69,7 +69,7 @@ def probe_stats(engine: Engine, case: Case, n: int) -> dict:
     geo = Geometry(*case.image.shape[1:])
     session = _Context(engine, Options(), Stats()).session
     embeddings = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
-    pairs = list(probe_pairs(embeddings, engine.encoder, ENCODER_FLOAT.name, probe_prompts(case.boxes, geo, zs),
+    pairs = list(probe_pairs(embeddings, (engine.encoder, ENCODER_FLOAT.name), probe_prompts(case.boxes, geo, zs),
                              geo, session))
     # a few pixels' difference would decide smaller masks
     dice = [2.0 * int(np.logical_and(a, b).sum()) / (int(a.sum()) + int(b.sum()))

@@ -9,7 +9,7 @@ so a probe would cost more than running it in float: 2D cases run in float.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -64,17 +64,25 @@ def encode_probes(engine: EngineLike, float_encoder: str, volume: np.ndarray, zs
     return out
 
 
-def probe_pairs(embeddings: dict[str, dict[int, np.ndarray]], int8: str, float_encoder: str,
-                prompts: dict[int, np.ndarray], geo: Geometry, session):
-    """Yield (int8 mask, float mask) of every prompt of each slice of ``prompts`` (slice -> (B, 1, 4)
-    model-space boxes) decoded against both encoders' ``embeddings`` (:func:`encode_probes`;
-    ``session``: embedding -> an :class:`~qmedsam.image_session.ImageSession` set on it), in the
-    slices' valid window."""
+def slice_logits(embedding: np.ndarray, boxes: np.ndarray, geo: Geometry, session) -> list[np.ndarray]:
+    """The valid window of each box's logits (boxes (B, 1, 4) in model space) decoded against one
+    slice's ``embedding`` (``session``: embedding -> an :class:`~qmedsam.image_session.ImageSession`
+    set on it)."""
     h, w = geo.resized
+    return [logits[:h, :w].copy() for _, logits in session(embedding).masks(boxes)]
+
+
+def probe_pairs(embeddings: dict[str, dict[int, np.ndarray]], names: tuple[str, str],
+                prompts: dict[int, np.ndarray], geo: Geometry, session, keep: dict | None = None):
+    """Yield (int8 mask, float mask) of every prompt of each slice of ``prompts`` (slice -> (B, 1, 4)
+    model-space boxes) decoded against both encoders' ``embeddings`` (:func:`encode_probes`; ``names``:
+    the int8 and the float encoder graph), in the slices' valid window; with ``keep`` (a dict) the
+    int8 logits are kept there by slice."""
     for z, boxes in prompts.items():
-        masks = [[logits[:h, :w] > 0 for _, logits in session(embeddings[name][z]).masks(boxes)]
-                 for name in (int8, float_encoder)]
-        yield from zip(*masks)
+        ours, theirs = (slice_logits(embeddings[name][z], boxes, geo, session) for name in names)
+        if keep is not None:
+            keep[z] = ours
+        yield from ((a > 0, b > 0) for a, b in zip(ours, theirs))
 
 
 def pixel_dice(pairs) -> float | None:
@@ -94,14 +102,24 @@ def judge(agreement: float | None, int8: str, float_encoder: str, zs: list[int])
                                   f"{agreement:.3f} < {MIN_DICE})", agreement, tuple(zs))
 
 
-def choose(case: Case, engine, session) -> tuple[Verdict, dict[int, np.ndarray]]:
+@dataclass
+class Probed:
+    """What the probes leave for the case's own pass: the chosen encoder's embeddings of the probe
+    slices and, where int8 was chosen and within :data:`KEEP_BYTES`, each probe slice's int8 logits
+    (valid window per box, boxes in plan order): those slices are neither encoded nor decoded again."""
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)
+    logits: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
+KEEP_BYTES = 32 * 2**20   # probe logits kept for the case's own pass (3 slices of ~40 boxes at full size)
+
+
+def choose(case: Case, engine, session) -> tuple[Verdict, Probed]:
     """Which encoder runs ``case`` (see the module's doc) on an engine built with an int8 encoder
     (``engine.primary``) and holding the float one as its fallback; the engine is left set to it.
-    Also returns the chosen encoder's embeddings of the probe slices (slice -> embedding), for the
-    case's own pass to take instead of encoding them again."""
+    Also returns what the probes made with the chosen encoder (:class:`Probed`)."""
     int8 = engine.primary
     engine.use_encoder(int8)
-    probed: dict[str, dict[int, np.ndarray]] = {}
     if not case.is_3d:
         verdict = Verdict(ENCODER_FLOAT.name, "float: a 2D image is one encoder pass, less than a probe costs")
     elif len(case.boxes) == 0:
@@ -109,8 +127,13 @@ def choose(case: Case, engine, session) -> tuple[Verdict, dict[int, np.ndarray]]
     else:
         zs = probe_slices(case.boxes)
         geo = Geometry(*case.image.shape[1:])
+        prompts = probe_prompts(case.boxes, geo, zs)
         probed = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
-        pairs = probe_pairs(probed, int8, ENCODER_FLOAT.name, probe_prompts(case.boxes, geo, zs), geo, session)
+        size = sum(len(b) for b in prompts.values()) * geo.resized[0] * geo.resized[1] * 4
+        kept: dict | None = {} if size <= KEEP_BYTES else None
+        pairs = probe_pairs(probed, (int8, ENCODER_FLOAT.name), prompts, geo, session, kept)
         verdict = judge(pixel_dice(pairs), int8, ENCODER_FLOAT.name, zs)
+        engine.use_encoder(verdict.encoder)
+        return verdict, Probed(probed[verdict.encoder], kept if kept and verdict.encoder == int8 else {})
     engine.use_encoder(verdict.encoder)
-    return verdict, probed.get(verdict.encoder, {})
+    return verdict, Probed()

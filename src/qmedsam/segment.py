@@ -194,7 +194,10 @@ def _interpolating_slices(engine, volume, zs, opts: Options, stats: Stats, known
         left = emb
 
 
-def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None) -> np.ndarray:
+def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None, decoded=None) -> np.ndarray:
+    """The fixed mode: each box's xy extent on every slice of its z range.  ``known``: embeddings
+    already made (slice -> embedding, as :func:`_encoded_slices`); ``decoded``: slice -> the valid
+    window of each of its boxes' logits, already decoded (the guard's probes): pasted as they are."""
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
@@ -207,10 +210,16 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None
     known = {} if known is None else known
     slices = (_interpolating_slices(engine, case.image, list(plan), opts, stats, known) if opts.interpolate > 0
               else _encoded_slices(engine, case.image, plan, opts.overlap, stats, known))
+    decoded = {} if decoded is None else decoded
     for z, emb in slices:
         idx = np.asarray(plan[z])
         best.fill(0)
-        ctx.session(emb).paste(boxes256[idx], idx + 1, Target(seg[z], best, geo))
+        target = Target(seg[z], best, geo)
+        if z in decoded:
+            for i, crop in zip(idx, decoded.pop(z)):
+                target.paste(crop, int(i) + 1)
+        else:
+            ctx.session(emb).paste(boxes256[idx], idx + 1, target)
     return seg
 
 
@@ -327,13 +336,14 @@ def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.n
     """The label map of ``case`` and its counters; ``progress`` (a function of the counters) is
     told as the work goes on."""
     stats = Stats(progress=progress)
-    known: dict[int, np.ndarray] = {}
+    probed = int8_guard.Probed()
     if opts.guard and getattr(engine, "fallback", None):
-        stats.verdict, known = int8_guard.choose(case, engine, _Context(engine, opts, stats).session)
+        stats.verdict, probed = int8_guard.choose(case, engine, _Context(engine, opts, stats).session)
     if not case.is_3d:
         seg = segment_2d(case, engine, opts, stats)
     elif opts.mode_3d in ("propagate", "guided"):
-        seg = segment_3d_propagate(case, engine, opts, stats, guided=opts.mode_3d == "guided", known=known)
+        seg = segment_3d_propagate(case, engine, opts, stats, guided=opts.mode_3d == "guided",
+                                   known=probed.embeddings)
     else:
-        seg = segment_3d_fixed(case, engine, opts, stats, known)
+        seg = segment_3d_fixed(case, engine, opts, stats, probed.embeddings, probed.logits)
     return seg, stats

@@ -115,6 +115,18 @@ def test_the_probes_embeddings_stand_in_for_the_cases_own_and_change_nothing(mod
     np.testing.assert_array_equal(seg, ref)
     assert sorted(stats.encoded) == sorted(ref_stats.encoded)
     assert guarded.encoded[stats.verdict.encoder] == plain.encoded[stats.verdict.encoder]
+    # the probes decode each probe slice against both encoders (one call each here); in the fixed
+    # mode a case kept in int8 pastes its probe slices' int8 masks instead of decoding them again
+    probe_calls = 3 if mode == "fixed" and stats.verdict.encoder == ENCODER.name else 6
+    assert stats.decoder_calls == ref_stats.decoder_calls + probe_calls
+
+
+def test_probe_masks_are_kept_only_within_their_memory_budget(monkeypatch):
+    monkeypatch.setattr(int8_guard, "KEEP_BYTES", 0)
+    seg, stats = segment_case(_volume_case(), TwoEncoders(1), Options(guard=True))
+    ref, ref_stats = segment_case(_volume_case(), TwoEncoders(1), Options())
+    np.testing.assert_array_equal(seg, ref)
+    assert stats.decoder_calls == ref_stats.decoder_calls + 6
 
 
 def test_a_2d_case_runs_in_float_and_the_next_case_starts_from_int8_again():
@@ -166,7 +178,7 @@ def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine)
     session = lambda emb: ImageSession(guarded_engine, 8, Stats()).set_image(emb)   # noqa: E731
     embeddings = int8_guard.encode_probes(guarded_engine, ENCODER_FLOAT.name, case.image, zs)
     assert {name: sorted(e) for name, e in embeddings.items()} == {ENCODER.name: zs, ENCODER_FLOAT.name: zs}
-    pairs = list(int8_guard.probe_pairs(embeddings, ENCODER.name, ENCODER_FLOAT.name, prompts,
+    pairs = list(int8_guard.probe_pairs(embeddings, (ENCODER.name, ENCODER_FLOAT.name), prompts,
                                         int8_guard.Geometry(64, 64), session))
     assert len(pairs) == 1 + 2 and all(a.shape == b.shape == (256, 256) for a, b in pairs)
 
