@@ -120,6 +120,7 @@ def choose(case: Case, engine, session) -> tuple[Verdict, Probed]:
     Also returns what the probes made with the chosen encoder (:class:`Probed`)."""
     int8 = engine.primary
     engine.use_encoder(int8)
+    probed = Probed()
     if not case.is_3d:
         verdict = Verdict(ENCODER_FLOAT.name, "float: a 2D image is one encoder pass, less than a probe costs")
     elif len(case.boxes) == 0:
@@ -128,12 +129,11 @@ def choose(case: Case, engine, session) -> tuple[Verdict, Probed]:
         zs = probe_slices(case.boxes)
         geo = Geometry(*case.image.shape[1:])
         prompts = probe_prompts(case.boxes, geo, zs)
-        probed = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
+        embeddings = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
         size = sum(len(b) for b in prompts.values()) * geo.resized[0] * geo.resized[1] * 4
         kept: dict | None = {} if size <= KEEP_BYTES else None
-        pairs = probe_pairs(probed, (int8, ENCODER_FLOAT.name), prompts, geo, session, kept)
+        pairs = probe_pairs(embeddings, (int8, ENCODER_FLOAT.name), prompts, geo, session, kept)
         verdict = judge(pixel_dice(pairs), int8, ENCODER_FLOAT.name, zs)
-        engine.use_encoder(verdict.encoder)
-        return verdict, Probed(probed[verdict.encoder], kept if kept and verdict.encoder == int8 else {})
+        probed = Probed(embeddings[verdict.encoder], kept if kept and verdict.encoder == int8 else {})
     engine.use_encoder(verdict.encoder)
-    return verdict, Probed()
+    return verdict, probed
