@@ -171,9 +171,10 @@ def held_out_sets() -> dict[str, list]:
     return sets
 
 
-def calibration_set(n: int) -> list[tuple[str, np.ndarray]]:
-    """``n`` (tag, image) calibration slices, taken in turn from each modality (CT, microscopy,
-    MR, ultrasound, photographs) so that any prefix is mixed; held-out slices never appear."""
+def calibration_entries(n: int) -> list[tuple[str, str, np.ndarray]]:
+    """``n`` (modality, tag, image) calibration slices, taken in turn from each modality (CT,
+    microscopy, MR, ultrasound, photographs) so that any prefix is mixed; held-out slices never
+    appear."""
     held = held_out_names()
     by_modality: dict[str, list] = {"CT": [], "Microscope": []}
     for tag, img in calibration_slices():
@@ -183,6 +184,11 @@ def calibration_set(n: int) -> list[tuple[str, np.ndarray]]:
         by_modality.setdefault(modality, []).append((tag, img))
     out, i = [], 0
     while len(out) < n and any(i < len(v) for v in by_modality.values()):
-        out.extend(v[i] for v in by_modality.values() if i < len(v))
+        out.extend((m, *v[i]) for m, v in by_modality.items() if i < len(v))
         i += 1
     return out[:n]
+
+
+def calibration_set(n: int) -> list[tuple[str, np.ndarray]]:
+    """``n`` (tag, image) calibration slices in the order of :func:`calibration_entries`."""
+    return [(tag, img) for _, tag, img in calibration_entries(n)]

@@ -8,8 +8,8 @@ import torch
 
 from tools.modalities import labelled_pairs
 from training.qat.checkpoint import rebuild
-from training.qat.distill import Settings, distill, mask_loss, select_parameters
-from training.qat.distill_data import BOXES_PER_VIEW, make_view
+from training.qat.distill import Settings, distill, is_better, mask_loss, select_parameters, worse_modalities
+from training.qat.distill_data import BOXES_PER_VIEW, make_view, view_source
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +21,32 @@ def test_views_have_boxes_inside_the_model_frame():
     x, boxes = make_view(img, rng)
     assert x.shape == (3, 256, 256) and boxes.shape == (BOXES_PER_VIEW, 1, 4)
     assert (boxes >= 0).all() and (boxes <= 255).all() and (boxes[:, 0, 2:] >= boxes[:, 0, :2]).all()
+
+
+def _row(loss, **by_modality):
+    return {"selection": {"loss": loss, "by_modality": by_modality}}
+
+
+def test_a_step_is_kept_only_when_no_modality_is_worse_than_at_the_start():
+    start = _row(0.22, CT=0.10, MR=0.50)
+    best = start
+    traded = _row(0.21, CT=0.11, MR=0.40)      # a lower mean bought by CT: refused
+    assert worse_modalities(traded, start) == ["CT"] and not is_better(traded, best, start)
+    even = _row(0.215, CT=0.10, MR=0.45)       # CT as at the start, MR better: kept
+    assert worse_modalities(even, start) == [] and is_better(even, best, start)
+    assert not is_better(_row(0.216, CT=0.09, MR=0.45), even, start)   # not below the best so far
+    # a run logged before the per-modality losses existed is judged on its mean
+    assert is_better({"selection": {"loss": 0.2}}, {"selection": {"loss": 0.3}}, {"selection": {"loss": 0.3}})
+
+
+def test_view_sources_repeat_the_cache_draw():
+    from training.qat.distill_data import TeacherCache
+
+    cache = TeacherCache(None, 5)
+    assert cache.sources(3, 7) == [view_source(3, i, 7)[0] for i in range(5)]
+    first, _ = view_source(3, 2, 7)
+    assert first == int(np.random.default_rng([3, 2]).integers(7))
+    assert 0 <= first < 7
 
 
 def test_mask_loss_is_lowest_at_the_teacher():
@@ -42,6 +68,8 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     assert "CT" in best["held_out"] and (tmp_path / "best.pt").is_file() and (tmp_path / "curves.png").is_file()
     evals = [r for r in rows if "held_out" in r]
     assert [r["step"] for r in evals] == [0, 6] and all(0 <= r["selection"]["mask_dice"] <= 1 for r in evals)
+    # one selection view: its modality's loss is the loss
+    assert all(list(r["selection"]["by_modality"].values()) == [r["selection"]["loss"]] for r in evals)
     picked = min(evals, key=lambda r: r["selection"]["loss"])       # the selection views' loss chooses
     assert best["step"] == picked["step"] and best["selection"] == picked["selection"]
     # more steps asked: the rerun continues from last.pt instead of starting again

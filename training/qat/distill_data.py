@@ -44,6 +44,12 @@ def random_box(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.floor([x0, y0, x0 + side[0], y0 + side[1]]).astype(np.float32)
 
 
+def view_source(seed: int, i: int, n_images: int) -> tuple[int, np.random.Generator]:
+    """Which of ``n_images`` view ``i`` is cut from, and the generator that then makes the view."""
+    rng = np.random.default_rng([seed, i])
+    return int(rng.integers(n_images)), rng
+
+
 def make_view(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(model input (3, 256, 256) float32, boxes (BOXES_PER_VIEW, 1, 4) in 256-space)."""
     view = crop_and_flip(img, rng)
@@ -84,8 +90,8 @@ class TeacherCache:
             return
         arrays = self._arrays("r+" if start else "w+")
         for i in range(start, self.n):
-            rng = np.random.default_rng([seed, i])
-            x, boxes = make_view(images[int(rng.integers(len(images)))], rng)
+            source, rng = view_source(seed, i, len(images))
+            x, boxes = make_view(images[source], rng)
             with torch.no_grad():
                 emb = teacher.image_encoder(torch.from_numpy(x[None]))
                 logits = teacher.decoder()(emb, torch.from_numpy(boxes))
@@ -96,6 +102,10 @@ class TeacherCache:
                     a.flush()
                 (self.folder / "meta.json").write_text(json.dumps({"done": i + 1, "n": self.n, "seed": seed}))
                 log(f"teacher cache: {i + 1}/{self.n} views")
+
+    def sources(self, seed: int, n_images: int) -> list[int]:
+        """The image each view was cut from (``build``'s draw, repeated: nothing is stored)."""
+        return [view_source(seed, i, n_images)[0] for i in range(self.n)]
 
     def batch(self, ids) -> dict[str, torch.Tensor]:
         arrays = self._arrays("r")
