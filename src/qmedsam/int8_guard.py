@@ -6,6 +6,10 @@ int8, a few probe slices are encoded by both encoders and their boxes decoded ag
 embeddings; if the probed int8 masks agree with the float ones by less than :data:`MIN_DICE`
 (Dice over all their pixels together), the whole case runs with the float encoder.  A 2D image is one encoder pass,
 so a probe would cost more than running it in float: 2D cases run in float.
+
+A 3D case kept in int8 (the fixed mode) takes its probe slices' masks from the float encoder's
+embeddings, decoded by the probes anyway: those slices (the end slices of the smallest boxes,
+where int8 departs most) get the float model's answer on every CPU, at no cost.
 """
 from __future__ import annotations
 
@@ -77,12 +81,12 @@ def probe_pairs(embeddings: dict[str, dict[int, np.ndarray]], names: tuple[str, 
     """Yield (int8 mask, float mask) of every prompt of each slice of ``prompts`` (slice -> (B, 1, 4)
     model-space boxes) decoded against both encoders' ``embeddings`` (:func:`encode_probes`; ``names``:
     the int8 and the float encoder graph), in the slices' valid window; with ``keep`` (a dict) the
-    int8 logits are kept there by slice."""
+    float logits are kept there by slice."""
     for z, boxes in prompts.items():
-        ours, theirs = (slice_logits(embeddings[name][z], boxes, geo, session) for name in names)
+        int8, float_ = (slice_logits(embeddings[name][z], boxes, geo, session) for name in names)
         if keep is not None:
-            keep[z] = ours
-        yield from ((a > 0, b > 0) for a, b in zip(ours, theirs))
+            keep[z] = float_
+        yield from ((a > 0, b > 0) for a, b in zip(int8, float_))
 
 
 def pixel_dice(pairs) -> float | None:
@@ -105,8 +109,9 @@ def judge(agreement: float | None, int8: str, float_encoder: str, zs: list[int])
 @dataclass
 class Probed:
     """What the probes leave for the case's own pass: the chosen encoder's embeddings of the probe
-    slices and, where int8 was chosen and within :data:`KEEP_BYTES`, each probe slice's int8 logits
-    (valid window per box, boxes in plan order): those slices are neither encoded nor decoded again."""
+    slices and, where int8 was chosen and within :data:`KEEP_BYTES`, each probe slice's logits
+    decoded from the float embedding (valid window per box, boxes in plan order): those slices are
+    neither encoded nor decoded again, and their masks are the float model's."""
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     logits: dict[int, list[np.ndarray]] = field(default_factory=dict)
 

@@ -197,7 +197,8 @@ def _interpolating_slices(engine, volume, zs, opts: Options, stats: Stats, known
 def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None, decoded=None) -> np.ndarray:
     """The fixed mode: each box's xy extent on every slice of its z range.  ``known``: embeddings
     already made (slice -> embedding, as :func:`_encoded_slices`); ``decoded``: slice -> the valid
-    window of each of its boxes' logits, already decoded (the guard's probes): pasted as they are."""
+    window of each of its boxes' logits, already decoded (the guard's probes, from the float
+    embedding): pasted as they are."""
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
