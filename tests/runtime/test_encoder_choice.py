@@ -33,9 +33,17 @@ def test_an_isa_cap_below_avx512_counts_as_such_a_cpu():
 
 
 def test_explicit_precisions_and_unknown_cpus_keep_the_folders_own_encoder():
-    for precision in ("int8", "fp32"):
-        assert choose_encoder(precision, ZEN3, isa_cap="AVX2")[0] == INT8_ENCODER
+    assert choose_encoder("fp32", ZEN3, isa_cap="AVX2")[0] == INT8_ENCODER     # the fp32 folder's own
+    for flags in (SAPPHIRE_RAPIDS, ALDER_LAKE, set()):
+        assert choose_encoder("int8", flags, isa_cap="") == (INT8_ENCODER, "--precision int8")
     assert choose_encoder("auto", set(), isa_cap="")[0] == INT8_ENCODER
+
+
+@pytest.mark.parametrize("flags,cap", [(SKYLAKE_XEON, ""), (ZEN3, ""), (SAPPHIRE_RAPIDS, "AVX512_CORE"),
+                                       (SAPPHIRE_RAPIDS, "AVX2")])
+def test_forced_int8_takes_the_7_bit_encoder_where_8_bit_sums_saturate(flags, cap):
+    name, why = choose_encoder("int8", flags, isa_cap=cap)
+    assert name == W7_ENCODER and "saturate" in why
     with pytest.raises(ValueError):
         choose_encoder("int4")
 
