@@ -5,7 +5,10 @@ against float itself, in every CPU setting, side by side in one run.
   CT and 3D nuclei volumes; :func:`benchmarks.bench_prompting.cases`), default options: DSC and
   NSD by the organisers' rules, for FP32, the committed int8 models and (``--candidate``) another
   int8 models folder, each with the int8 encoder ``--precision auto`` picks in that setting (and
-  the 8-bit one beside it where that is the 7-bit one), without and with the guard;
+  the 8-bit one beside it where that is the 7-bit one), without and with the guard, and the
+  7-bit encoder with the guard in every setting (``7-bit+guard``: were it the default on every
+  CPU, the int8 arithmetic would be the same with and without VNNI; its spread across the
+  settings says what that buys in stability);
 * the held-out unlabelled modalities (MR, ultrasound, photographs, microscopy, CT): mask Dice of
   each int8 folder against FP32, beside FP32's own agreement under +-half a grey level of dither
   (:func:`benchmarks.bench_model.held_out_agreement`);
@@ -26,13 +29,15 @@ import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, settings
 from qmedsam.engine import Engine, EngineOptions
-from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+from qmedsam.model_dir import has_graph
+from qmedsam.model_spec import ENCODER, ENCODER_FLOAT, ENCODER_W7
 from qmedsam.segment import Options, segment_case
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 # setting -> (environment, float ops of the int8 models)
 GUARDED = "+guard"
+W7_GUARDED = " 7-bit" + GUARDED
 RUNS = {"default": ({}, "auto"), "f32 leftovers": ({}, "f32"),
         "organiser-like": (SETTINGS["organiser-like"], "f32")}
 
@@ -45,6 +50,7 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
     from benchmarks.bench_prompting import cases
 
     engines = {"fp32": Engine(folders["int8"] / "fp32", EngineOptions(float_precision="f32"))}
+    same = {}                                       # engine -> the engine whose answers it shares here
     for k, p in folders.items():
         encoder = auto_int8_encoder(p)
         if encoder != ENCODER.name:                 # the 8-bit encoder beside the one auto runs here
@@ -52,23 +58,30 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
         engines[k] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder))
         engines[k + GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder,
                                                         fallback=ENCODER_FLOAT.name))
+        if encoder == ENCODER_W7.name:
+            same[k + W7_GUARDED] = k + GUARDED
+        elif has_graph(p, ENCODER_W7.name):
+            engines[k + W7_GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=ENCODER_W7.name,
+                                                               fallback=ENCODER_FLOAT.name))
     labelled = {}
     for case, gt, spacing in cases(samples):
         labelled[case.name] = {}
         for k, e in engines.items():
             seg, stats = segment_case(case, e, Options(guard=k.endswith(GUARDED)))
             labelled[case.name][k] = (*case_scores(gt, seg, spacing), stats.verdict.encoder if stats.verdict else "")
+        for k, twin in same.items():
+            labelled[case.name][k] = labelled[case.name][twin]
         print(f"  {case.name}: " + ", ".join(f"{k} {d:.4f}/{n:.4f} {v}" for k, (d, n, v) in labelled[case.name].items()),
               file=sys.stderr, flush=True)
     for k in folders:
         engines[k + GUARDED].use_encoder(ENCODER_FLOAT.name)      # the guard's choice for a 2D image
-    return {"labelled": labelled, "held_out": held_out_agreement(engines)}
+    return {"labelled": labelled,
+            "held_out": held_out_agreement({k: e for k, e in engines.items() if not k.endswith(W7_GUARDED)})}
 
 
 def auto_int8_encoder(folder: Path) -> str:
     """The int8 encoder ``--precision auto`` runs on this CPU (in this setting) from ``folder``."""
     from qmedsam.encoder_choice import choose_encoder
-    from qmedsam.model_dir import has_graph
 
     name = choose_encoder("auto")[0]
     return name if name != ENCODER_FLOAT.name and has_graph(folder, name) else ENCODER.name
