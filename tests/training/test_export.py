@@ -1,6 +1,7 @@
 """Brevitas QCDQ -> ONNX -> OpenVINO: the exported graphs agree with Brevitas and run in int8."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import openvino as ov
@@ -150,6 +151,25 @@ def test_the_float_encoder_beside_the_int8_models_is_the_pretrained_encoder(floa
     assert {"encoder_float.xml", "encoder_float.bin"} <= set(manifest["files"])
 
 
+def _assert_same_graph(xml: Path, committed: Path) -> None:
+    """The same graph as the committed one: its XML byte for byte, its constants up to f16
+    rounding (torch folds the decoder's constants in float, and on another CPU its matmul kernels
+    round some differently: measured on an AMX Xeon against the committed graphs, 3 of the (4096,
+    128) f16 constants differ in 162-797 elements, by at most 6e-4 of the tensor's largest value)."""
+    assert xml.read_bytes() == committed.read_bytes()
+    core = ov.Core()
+    ours, theirs = ([op.get_data() for op in core.read_model(str(x)).get_ordered_ops()
+                     if op.get_type_name() == "Constant"] for x in (xml, committed))
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        if a.dtype.kind == "f":
+            a64, b64 = a.astype(np.float64), b.astype(np.float64)
+            assert np.allclose(a64, b64, rtol=2.0 ** -10, atol=2.0 ** -12 * np.abs(b64).max())
+        else:
+            assert np.array_equal(a, b)
+
+
 def test_refreshing_the_runtime_decoder_rewrites_only_its_graphs(weights, tmp_path):
     """``make export-decoder``: the two float decoder graphs are written anew (as ``make export``
     writes them) and the manifest's hashes follow; the int8 graphs are not touched; a folder whose
@@ -170,7 +190,7 @@ def test_refreshing_the_runtime_decoder_rewrites_only_its_graphs(weights, tmp_pa
     for g in RUNTIME_DECODER:
         for f in g.files:
             assert manifest["files"][f]["sha256"] == sha256_of(folder / f)
-        assert (folder / g.files[1]).read_bytes() == (MODELS / g.files[1]).read_bytes()   # deterministic
+        _assert_same_graph(folder / g.files[0], MODELS / g.files[0])
     assert {f: sha256_of(folder / f) for f in int8_before} == int8_before
     manifest["runtime_decoder"]["weights"] = "the QAT checkpoint's weights"
     (folder / "manifest.json").write_text(json.dumps(manifest))
