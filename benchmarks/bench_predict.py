@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import describe, settings, settings_note
-from qmedsam.encoder_choice import INT8_ENCODER, choose_encoder
+from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
 from tools.synthetic_cases import large_case, one_box_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,11 +185,13 @@ def main(argv=None) -> None:
                     "this, no windows": (ROOT / "predict.sh", ("--decoder-windows", "off")),
                     "this, --precision fp32": (ROOT / "predict.sh", ("--precision", "fp32")),
                     "this, no interpolation": (ROOT / "predict.sh", ("--interpolate-slices", "0")),
+                    "this, --float-ops f32": (ROOT / "predict.sh", ("--float-ops", "f32")),
                     "this (default)": (ROOT / "predict.sh", ())}
         if args.only == "3d":             # the encoder-bound volumes: the default against --precision fp32
             cases = [c for c in cases if c.name.startswith("3D")]
             versions = {k: v for k, v in versions.items()
-                        if k.startswith(("baseline", "this, --precision", "this, no interp", "this ("))}
+                        if k.startswith(("baseline", "this, --precision", "this, no interp", "this, --float-ops",
+                                         "this ("))}
         elif args.only == "startup":      # start-up: the floor, then the 1-box case warm and cold
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this ("))}
         elif args.only == "windows":      # decoder-bound: many small boxes, 2D and 3D
@@ -197,7 +199,7 @@ def main(argv=None) -> None:
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, no windows", "this ("))}
         encoder, why = choose_encoder("auto")
         print(f"--precision auto (the default) runs the encoder {why}")
-        if encoder != INT8_ENCODER:                  # the int8 encoder side by side where it is not the default
+        if encoder == FLOAT_ENCODER:                 # the int8 encoder side by side where it is not the default
             versions["this, --precision int8"] = (ROOT / "predict.sh", ("--precision", "int8"))
         chosen = settings()
         if settings_note(chosen):
@@ -212,19 +214,20 @@ def main(argv=None) -> None:
                 startup({k: (sh, (*extra, *opts)) for k, (sh, extra) in versions.items()}, cases[0],
                         tmp / f"startup-{setting}", env, args.runs)
                 continue
+            here = {k: v for k, v in versions.items() if not (opts and "--float-ops" in v[1])}   # f32 already
             print(f"\n[{setting}{' (float leftovers f32)' if opts else ''}] warm compile cache, fresh process per "
                   f"run, median of {args.runs}:")
-            print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>18s}" for v in versions)
+            print(f"  {'case':30s} {'boxes':>5s} " + " ".join(f"{v:>18s}" for v in here)
                   + "  ratios (baseline/each)  1st encoder output s  peak RSS MB (baseline -> each)")
             for case in cases:
-                res = timed(versions, case, tmp / f"work-{setting}", env, args.runs, *opts)
+                res = timed(here, case, tmp / f"work-{setting}", env, args.runs, *opts)
                 old, *this = res.values()
                 boxes = len(np.atleast_2d(np.load(case)["boxes"]))
                 print(f"  {case.name:30s} {boxes:5d} " + " ".join(f"{r['wall']:17.2f}s" for r in res.values())
                       + "  " + " / ".join(f"{old['wall'] / r['wall']:5.2f}x" for r in this)
                       + f"  {old['first']:5.2f} -> " + "/".join(f"{r['first']:4.2f}" for r in this)
                       + f"  {old['rss']:5.0f} -> " + "/".join(f"{r['rss']:4.0f}" for r in this)
-                      + _versus(res, tmp / f"work-{setting}", list(versions), case))
+                      + _versus(res, tmp / f"work-{setting}", list(here), case))
         if args.only:
             return
         print(f"\npreprocessing a 3024x4032 RGB photo (resize to 256, normalise, pad): "
