@@ -15,7 +15,8 @@ everywhere, so a case gets the same int8 answer with and without VNNI.  Measured
 (``make bench-int8``, an AMX Xeon, the 7 labelled public cases): per case it moves by at most 0.43
 DSC points between this CPU with f32 leftovers and organiser-like (8-bit: 1.69), 1.04 with this
 CPU's bf16 leftovers, and its mean is as close to FP32 as the 8-bit one's or closer (-0.14 / -0.04
-points against -0.43 / -0.32, bf16 / f32 leftovers); on the same kernels it costs no time.  The
+points against -0.43 / -0.32, bf16 / f32 leftovers).  It runs on the same int8 kernels as the
+8-bit one (the two were not timed side by side).  The
 decoder graphs are float on every CPU.  ``--precision int8`` forces an int8 encoder wherever the
 CPU is, and takes the one whose sums do not saturate there: the 8-bit one with VNNI or AMX, the
 7-bit one elsewhere (AVX2 kernels sum in 16 bits too; measured on a Zen 3: MR embedding error 0.44
