@@ -241,11 +241,11 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
         segs[name] = np.load(out / "2DBox_CT_0002.npz")["segs"]
         segs[name + ", precision"] = (out / "efficiency.csv").read_text().splitlines()[1].split(",")[-2]
     assert "encoder float: this CPU has no AVX-512, VNNI or AMX" in said["avx2"] and not said["avx2, case"]
-    assert "encoder int8: this CPU has fast int8" in said["vnni"] and "guarded per case" in said["vnni"]
+    assert "encoder int8, 7-bit weights: this CPU has fast int8" in said["vnni"] and "guarded per case" in said["vnni"]
     assert "encoder float: a 2D image is one encoder pass" in said["vnni, case"]      # the guard's choice
     assert "encoder int8: " in said["avx2, older folder"] and "has no encoder_float.xml" in said["avx2, older folder"]
     assert "guarded" not in said["avx2, older folder"]             # no float encoder at hand: no guard
-    assert "encoder int8, 7-bit weights: this CPU has AVX-512 without VNNI" in said["avx512 without vnni"]
+    assert "encoder int8, 7-bit weights: this CPU has fast int8" in said["avx512 without vnni"]
     assert [segs[f"{k}, precision"] for k in runs] == ["float", "float", "int8", "float"]
     base = tmp_path / "float-base"                      # --precision fp32 reads BASE/fp32
     base.mkdir()
