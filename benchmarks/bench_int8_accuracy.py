@@ -5,10 +5,10 @@ against float itself, in every CPU setting, side by side in one run.
   CT and 3D nuclei volumes; :func:`benchmarks.bench_prompting.cases`), default options: DSC and
   NSD by the organisers' rules, for FP32, the committed int8 models and (``--candidate``) another
   int8 models folder, each with the int8 encoder ``--precision auto`` picks in that setting (and
-  the 8-bit one beside it where that is the 7-bit one), without and with the guard, and the
-  7-bit encoder with the guard in every setting (``7-bit+guard``: were it the default on every
-  CPU, the int8 arithmetic would be the same with and without VNNI; its spread across the
-  settings says what that buys in stability);
+  the other int8 encoder beside it), without and with the guard: where auto runs the 7-bit
+  encoder, the 8-bit one without and with the guard (``8-bit``, ``8-bit+guard``); where it runs
+  the 8-bit one, the 7-bit one with the guard (``7-bit+guard``); each row's DSC spread across
+  the settings says what that encoder does to stability;
 * the held-out unlabelled modalities (MR, ultrasound, photographs, microscopy, CT): mask Dice of
   each int8 folder against FP32, beside FP32's own agreement under +-half a grey level of dither
   (:func:`benchmarks.bench_model.held_out_agreement`);
@@ -37,7 +37,6 @@ from qmedsam_eval.metrics import case_scores
 ROOT = Path(__file__).resolve().parents[1]
 # setting -> (environment, float ops of the int8 models)
 GUARDED = "+guard"
-W7_GUARDED = " 7-bit" + GUARDED
 RUNS = {"default": ({}, "auto"), "f32 leftovers": ({}, "f32"),
         "organiser-like": (SETTINGS["organiser-like"], "f32")}
 
@@ -50,33 +49,33 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
     from benchmarks.bench_prompting import cases
 
     engines = {"fp32": Engine(folders["int8"] / "fp32", EngineOptions(float_precision="f32"))}
-    same = {}                                       # engine -> the engine whose answers it shares here
     for k, p in folders.items():
         encoder = auto_int8_encoder(p)
-        if encoder != ENCODER.name:                 # the 8-bit encoder beside the one auto runs here
-            engines[k + " 8-bit"] = Engine(p, EngineOptions(float_precision=float_ops))
         engines[k] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder))
         engines[k + GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder,
                                                         fallback=ENCODER_FLOAT.name))
-        if encoder == ENCODER_W7.name:
-            same[k + W7_GUARDED] = k + GUARDED
+        if encoder != ENCODER.name:                 # the 8-bit encoder beside the 7-bit one auto runs here
+            engines[k + " 8-bit"] = Engine(p, EngineOptions(float_precision=float_ops, encoder=ENCODER.name))
+            other = " 8-bit", ENCODER.name
         elif has_graph(p, ENCODER_W7.name):
-            engines[k + W7_GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=ENCODER_W7.name,
-                                                               fallback=ENCODER_FLOAT.name))
+            other = " 7-bit", ENCODER_W7.name
+        else:
+            continue
+        engines[k + other[0] + GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=other[1],
+                                                                    fallback=ENCODER_FLOAT.name))
     labelled = {}
     for case, gt, spacing in cases(samples):
         labelled[case.name] = {}
         for k, e in engines.items():
             seg, stats = segment_case(case, e, Options(guard=k.endswith(GUARDED)))
             labelled[case.name][k] = (*case_scores(gt, seg, spacing), stats.verdict.encoder if stats.verdict else "")
-        for k, twin in same.items():
-            labelled[case.name][k] = labelled[case.name][twin]
         print(f"  {case.name}: " + ", ".join(f"{k} {d:.4f}/{n:.4f} {v}" for k, (d, n, v) in labelled[case.name].items()),
               file=sys.stderr, flush=True)
     for k in folders:
         engines[k + GUARDED].use_encoder(ENCODER_FLOAT.name)      # the guard's choice for a 2D image
-    return {"labelled": labelled,
-            "held_out": held_out_agreement({k: e for k, e in engines.items() if not k.endswith(W7_GUARDED)})}
+    return {"labelled": labelled,            # the other encoder's guarded row would repeat FP32 on 2D images
+            "held_out": held_out_agreement({k: e for k, e in engines.items()
+                                            if not k.endswith(GUARDED) or k[:-len(GUARDED)] in folders})}
 
 
 def auto_int8_encoder(folder: Path) -> str:
@@ -104,17 +103,33 @@ def _ran(score) -> str:
     return " (float)" if len(score) > 2 and score[2] == ENCODER_FLOAT.name else ""
 
 
+def _rows(results: dict) -> list[str]:
+    """Every row name of every setting, in the order first seen (a setting may lack one: the
+    8-bit rows exist only where auto runs the 7-bit encoder)."""
+    names = {}
+    for r in results.values():
+        for row in r["labelled"].values():
+            names.update(dict.fromkeys(row))
+    return list(names)
+
+
+def _cell(row: dict, k: str) -> str:
+    return f"{row[k][0]:.4f} | {row[k][1]:.4f}{_ran(row[k])}" if k in row else "- | -"
+
+
 def report(results: dict) -> None:
-    names = [k for k in next(iter(next(iter(results.values()))["labelled"].values()))]
+    names = _rows(results)
     for setting, r in results.items():
         print(f"\n### {setting} (int8 float leftovers: {RUNS[setting][1]})\n")
         print("| case | " + " | ".join(f"{k} DSC | {k} NSD" for k in names) + " |")
         print("|---|" + "---:|---:|" * len(names))
         for case, row in r["labelled"].items():
-            print(f"| {case} | " + " | ".join(f"{row[k][0]:.4f} | {row[k][1]:.4f}{_ran(row[k])}" for k in names) + " |")
-        means = {k: np.mean([row[k][:2] for row in r["labelled"].values()], axis=0) for k in names}
-        print("| **mean** | " + " | ".join(f"**{means[k][0]:.4f}** | **{means[k][1]:.4f}**" for k in names) + " |")
-        for k in names[1:]:
+            print(f"| {case} | " + " | ".join(_cell(row, k) for k in names) + " |")
+        here = [k for k in names if k in next(iter(r["labelled"].values()))]
+        means = {k: np.mean([row[k][:2] for row in r["labelled"].values()], axis=0) for k in here}
+        print("| **mean** | " + " | ".join(f"**{means[k][0]:.4f}** | **{means[k][1]:.4f}**" if k in means
+                                          else "- | -" for k in names) + " |")
+        for k in here[1:]:
             worst = min(r["labelled"].items(), key=lambda item: item[1][k][0] - item[1]["fp32"][0])
             print(f"- {k}: mean DSC {100 * (means[k][0] - means['fp32'][0]):+.2f} points vs fp32, NSD "
                   f"{100 * (means[k][1] - means['fp32'][1]):+.2f}; worst case {worst[0]} "
@@ -129,11 +144,15 @@ def report(results: dict) -> None:
     if len(results) > 1:
         print("\nper case, DSC spread of each int8 folder across the settings (max - min, points):")
         for k in names[1:]:
-            spread = {case: 100 * (max(r["labelled"][case][k][0] for r in results.values())
-                                   - min(r["labelled"][case][k][0] for r in results.values()))
-                      for case in next(iter(results.values()))["labelled"]}
+            where = [s for s, r in results.items() if k in next(iter(r["labelled"].values()))]
+            if len(where) < 2:
+                continue
+            dsc = {case: [results[s]["labelled"][case][k][0] for s in where]
+                   for case in next(iter(results.values()))["labelled"]}
+            spread = {case: 100 * (max(v) - min(v)) for case, v in dsc.items()}
             worst = max(spread, key=spread.get)
-            print(f"  {k}: largest {spread[worst]:.2f} ({worst}); mean {np.mean(list(spread.values())):.2f}")
+            among = "" if len(where) == len(results) else f" (in {', '.join(where)})"
+            print(f"  {k}: largest {spread[worst]:.2f} ({worst}); mean {np.mean(list(spread.values())):.2f}{among}")
 
 
 def main(argv=None) -> None:
