@@ -120,6 +120,14 @@ train-demo: public-tree $(MODELS)/fp32/decoder_boxes.xml
 	$(MAKE) export CKPT=$(OUT)/qat-demo/stage3/best.pt MODELS=$(OUT)/qat-demo/models
 	$(PY) -m training.qat.compare --test out/public-tree/test --qat $(OUT)/qat-demo/models --out $(OUT)/qat-demo/compare
 
+# OpenVINO's own quantizer on the same float encoder and calibration slices: the anchor the
+# Brevitas models must beat (NNCF_ARGS=--accuracy-control for its layer-by-layer float fallback)
+NNCF_OUT ?= $(OUT)/nncf
+NNCF_ARGS ?=
+.PHONY: nncf-anchor
+nncf-anchor: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
+	$(PY) -m training.nncf_anchor --models $(MODELS) --out $(NNCF_OUT) $(NNCF_ARGS)
+
 CANDIDATE ?=
 .PHONY: bench-int8 bench-guard bench-mixed
 bench-int8: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
