@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from qmedsam.engine import GRAPHS, EngineError
-from qmedsam.model_spec import ENCODERS, MANIFEST, contract
+from qmedsam.model_spec import ENCODERS, MANIFEST, binding, contract
 
 PACKAGE_MODELS = Path(__file__).with_name("models")
 MODEL_FILES = tuple(f for graph in GRAPHS for f in graph.files)
@@ -34,12 +34,13 @@ def model_dir(base: Path, precision: str) -> Path:
 
 def _check_contract(folder: Path, hint: str) -> None:
     """A folder whose manifest records another model contract (graph or tensor names) than this
-    runtime's is refused in one line; folders exported before the contract was recorded pass."""
+    runtime's is refused in one line; folders exported before the contract was recorded pass, and
+    so do those whose recorded roles or precisions differ only in their text."""
     try:
         recorded = json.loads((folder / MANIFEST).read_text()).get("contract")
     except (OSError, ValueError):
         return
-    if recorded is not None and recorded != contract():
+    if recorded is not None and binding(recorded) != binding(contract()):
         raise EngineError(f"{folder}: its models were exported for another model contract than this runtime's "
                           f"(qmedsam/model_spec.py): re-export them with `{hint}`")
 

@@ -38,13 +38,13 @@ DECODER_STATE = tuple(f"state_{p}" for p in ("k1", "q1", "v1", "g0", "kb2", "vb2
                                               "kb3", "vb3", "tb", "cols"))
 
 ENCODER = GraphSpec("encoder", ("image",), (EMBEDDING,), "int8",
-                    "image (1,3,256,256) -> embedding; run where int8 arithmetic is fast")
+                    "image (1,3,256,256) -> embedding, 8-bit weights: --precision int8 on CPUs with VNNI or AMX")
 ENCODER_FLOAT = GraphSpec("encoder_float", ENCODER.inputs, ENCODER.outputs, "float",
                           "the same graph from the pretrained float weights (f16-stored); run where int8 "
                           "is slow (qmedsam.encoder_choice)")
 ENCODER_W7 = GraphSpec("encoder_w7", ENCODER.inputs, ENCODER.outputs, "int8",
-                       "the int8 encoder with 7-bit weights: run where int8 kernels lack VNNI, whose 16-bit "
-                       "pair sums saturate on 8-bit weights (qmedsam.encoder_choice)")
+                       "the int8 encoder with 7-bit weights, whose sums never saturate: --precision auto "
+                       "wherever int8 pays, and --precision int8 where kernels lack VNNI (qmedsam.encoder_choice)")
 DECODER_IMAGE = GraphSpec("decoder_image", (EMBEDDING,), DECODER_STATE, "float",
                           "the decoder's per-image work, once per image")
 DECODER_BOXES = GraphSpec("decoder_boxes", (*DECODER_STATE, BOXES, CELLS), (MASKS, "iou_predictions"),
@@ -66,6 +66,16 @@ def shipped_files() -> list[str]:
 
 
 def contract() -> dict:
-    """The specification as the manifest records it."""
+    """The specification as the manifest records it (roles and precisions included, for readers)."""
     return {"graphs": [g.as_dict() for g in SHIPPED], "decoder_state": list(DECODER_STATE),
             "reference": {"folder": REFERENCE_FOLDER, "graphs": [DECODER_PLAIN.as_dict()]}}
+
+
+def binding(recorded: dict) -> dict:
+    """What of a recorded contract the engine binds by: each graph's file stem and tensor names
+    (a role or precision text may change without a re-export)."""
+    def names(graphs):
+        return [[g.get("name"), list(g.get("inputs", ())), list(g.get("outputs", ()))] for g in graphs]
+
+    return {"graphs": names(recorded.get("graphs", ())), "decoder_state": list(recorded.get("decoder_state", ())),
+            "reference": names(recorded.get("reference", {}).get("graphs", ()))}

@@ -381,16 +381,25 @@ def test_a_models_folder_of_another_contract_is_refused(tmp_path):
 
     from qmedsam.engine import EngineError
     from qmedsam.model_dir import MODEL_FILES, model_dir
-    from qmedsam.model_spec import MANIFEST, contract
+    from qmedsam.model_spec import MANIFEST, binding, contract
 
     for f in MODEL_FILES:
         shutil.copy(MODELS / f, tmp_path / f)
     manifest = json.loads((MODELS / MANIFEST).read_text())
-    assert manifest["contract"] == contract()          # the committed models follow this runtime's
-    manifest["contract"]["decoder_state"] = manifest["contract"]["decoder_state"][:-1]
+    assert binding(manifest["contract"]) == binding(contract())   # the committed models follow this runtime's
+    for graph in manifest["contract"]["graphs"]:                  # texts for readers: no re-export needed
+        graph["role"], graph["precision"] = "reworded", "?"
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(EngineError, match="another model contract"):
-        model_dir(tmp_path, "int8")
+    assert model_dir(tmp_path, "int8") == tmp_path
+    for change in ("state", "tensor"):
+        broken = json.loads(json.dumps(manifest))
+        if change == "state":
+            broken["contract"]["decoder_state"] = broken["contract"]["decoder_state"][:-1]
+        else:
+            broken["contract"]["graphs"][0]["outputs"] = ["embedding"]
+        (tmp_path / MANIFEST).write_text(json.dumps(broken))
+        with pytest.raises(EngineError, match="another model contract"):
+            model_dir(tmp_path, "int8")
 
 
 def test_decoding_before_an_image_is_set_is_refused():
