@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, settings
+from benchmarks.int8_figure import draw
 from qmedsam.engine import Engine, EngineOptions
 from qmedsam.model_dir import has_graph
 from qmedsam.model_spec import ENCODER, ENCODER_FLOAT, ENCODER_W7
@@ -37,6 +38,7 @@ from qmedsam_eval.metrics import case_scores
 ROOT = Path(__file__).resolve().parents[1]
 # setting -> (environment, float ops of the int8 models)
 GUARDED = "+guard"
+FIGURE = "int8-accuracy.png"
 RUNS = {"default": ({}, "auto"), "f32 leftovers": ({}, "f32"),
         "organiser-like": (SETTINGS["organiser-like"], "f32")}
 
@@ -162,13 +164,24 @@ def main(argv=None) -> None:
     ap.add_argument("--samples", type=Path, default=ROOT / "samples" / "inputs")
     ap.add_argument("--settings", default=",".join(RUNS),
                     help="comma-separated CPU settings to measure (default: all: %(default)s)")
+    ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-int8",
+                    help="where results.json and int8-accuracy.png go (default: %(default)s)")
+    ap.add_argument("--report", type=Path, metavar="RESULTS_JSON",
+                    help="print the report and draw the figure of an earlier run's results.json")
     ap.add_argument("--measure", choices=tuple(RUNS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        print(f"CPU: {saved['cpu']}")
+        report(saved["results"])
+        print(f"figure: {draw(saved['results'], args.out / FIGURE, saved['cpu'])}")
+        return
     folders = {"int8": args.models, **({"candidate": args.candidate} if args.candidate else {})}
     if args.measure:
         print(json.dumps(measure(folders, RUNS[args.measure][1], args.samples)))
         return
-    print(f"CPU: {describe()}")
+    cpu = describe()
+    print(f"CPU: {cpu}")
     wanted = [w.strip() for w in args.settings.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in RUNS]
     if unknown:
@@ -178,7 +191,10 @@ def main(argv=None) -> None:
     for setting in chosen:
         print(f"measuring: {setting}", file=sys.stderr, flush=True)
         results[setting] = _run(setting, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"cpu": cpu, "results": results}, indent=1) + "\n")
     report(results)
+    print(f"figure: {draw(results, args.out / FIGURE, cpu)} (results: {args.out / 'results.json'})")
 
 
 if __name__ == "__main__":

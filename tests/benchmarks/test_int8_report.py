@@ -28,3 +28,18 @@ def test_a_row_measured_in_some_settings_only_is_spread_over_those(capsys):
     out = capsys.readouterr().out
     assert "int8 8-bit+guard: largest 2.00 (ct volume); mean 2.00 (in default, f32 leftovers)" in out
     assert "int8+guard: largest 1.00 (ct volume)" in out
+
+
+def test_a_saved_run_is_reported_and_drawn_again(tmp_path, capsys):
+    import json
+
+    from benchmarks.bench_int8_accuracy import main
+
+    saved = tmp_path / "results.json"
+    saved.write_text(json.dumps({"cpu": "test CPU; has avx512f", "results": {
+        "default": _setting(0.69, 0.66), "organiser-like": _setting(0.685, 0.60, {"int8 8-bit": (0.60, 0.7, "")})}}))
+    main(["--report", str(saved), "--out", str(tmp_path / "fig")])
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: test CPU; has avx512f") and "int8 8-bit+guard: largest 6.00" in out
+    png = (tmp_path / "fig" / "int8-accuracy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
