@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.model_spec import ENCODER, ENCODER_W7, MANIFEST
+from qmedsam.model_spec import ENCODER, ENCODER_W7, ENCODERS, MANIFEST
 from training.graph_export import GRAPH_EXTS, path_of
 from training.manifest_writer import update_manifest
 
@@ -107,12 +107,11 @@ def write_candidate(models: Path, out: Path, encoders: dict, record: dict) -> No
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(models, out, ignore=shutil.ignore_patterns("reference"))
-    specs = {ENCODER.name: ENCODER, ENCODER_W7.name: ENCODER_W7}
     for name, model in encoders.items():
         for ext in GRAPH_EXTS:
-            path_of(out, specs[name], ext).unlink(missing_ok=True)
-        ov.save_model(model, path_of(out, specs[name], "xml"), compress_to_fp16=False)
-        update_manifest(out, [specs[name]], **{name: dict(record, graph=name, weight_bits=WEIGHT_BITS[name],
+            path_of(out, ENCODERS[name], ext).unlink(missing_ok=True)
+        ov.save_model(model, path_of(out, ENCODERS[name], "xml"), compress_to_fp16=False)
+        update_manifest(out, [ENCODERS[name]], **{name: dict(record, graph=name, weight_bits=WEIGHT_BITS[name],
                                                           float_layers=float_layer_count(model))})
 
 
