@@ -39,14 +39,28 @@ def test_a_step_is_kept_only_when_no_modality_is_worse_than_at_the_start():
     assert is_better({"selection": {"loss": 0.2}}, {"selection": {"loss": 0.3}}, {"selection": {"loss": 0.3}})
 
 
-def test_view_sources_repeat_the_cache_draw():
+def test_view_sources_repeat_the_cache_draw_and_give_each_modality_its_turn():
+    from collections import Counter
+
     from training.qat.distill_data import TeacherCache
 
-    cache = TeacherCache(None, 5)
-    assert cache.sources(3, 7) == [view_source(3, i, 7)[0] for i in range(5)]
-    first, _ = view_source(3, 2, 7)
-    assert first == int(np.random.default_rng([3, 2]).integers(7))
-    assert 0 <= first < 7
+    kinds = ["CT"] * 20 + ["MR"] * 5 + ["Photo"]        # as lopsided as the public calibration images
+    cache = TeacherCache(None, 30)
+    sources = cache.sources(3, kinds)
+    assert sources == [view_source(3, i, kinds)[0] for i in range(30)]
+    assert Counter(kinds[j] for j in sources) == {"CT": 10, "MR": 10, "Photo": 10}
+    assert [kinds[j] for j in sources[:3]] == ["CT", "MR", "Photo"]
+    assert len(set(sources[0::3])) > 5                  # CT's turns go to many of its images
+
+
+def test_a_cache_drawn_otherwise_is_not_resumed(tmp_path):
+    from training.qat.distill_data import TeacherCache
+
+    cache = TeacherCache(tmp_path, 4)
+    (tmp_path / "meta.json").write_text(json.dumps({"done": 4, "n": 4, "seed": 0}))    # drawn over images
+    assert cache.done(0) == 0
+    (tmp_path / "meta.json").write_text(json.dumps({"done": 4, "n": 4, "seed": 0, "draw": "modalities in turn"}))
+    assert cache.done(0) == 4 and cache.done(1) == 0
 
 
 def test_mask_loss_is_lowest_at_the_teacher():

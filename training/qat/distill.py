@@ -187,9 +187,10 @@ def distill(out: Path, s: Settings, weights: Path | None = None, held_out: dict 
     from tools.modalities import calibration_entries
 
     entries = calibration_entries(10 ** 6)
+    kinds = [kind for kind, _, _ in entries]
     if cache.done(seed) < cache.n:
-        cache.build([img for _, _, img in entries], fmodel, seed, log)
-    view_kinds = [entries[j][0] for j in cache.sources(seed, len(entries))]
+        cache.build([img for _, _, img in entries], kinds, fmodel, seed, log)
+    view_kinds = [kinds[j] for j in cache.sources(seed, kinds)]
     last, init = out / "last.pt", out / "init.pt"
     if last.is_file():
         blob = torch.load(str(last), map_location="cpu", weights_only=False)

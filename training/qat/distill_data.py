@@ -21,6 +21,7 @@ from qmedsam.preprocess import MODEL_SIZE, boxes_to_model, image_to_tensor
 from tools.modalities import structure_boxes
 
 BOXES_PER_VIEW = 4
+DRAW = "modalities in turn"    # how views pick their images (a cache drawn otherwise is rebuilt)
 
 
 def crop_and_flip(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -44,10 +45,16 @@ def random_box(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return np.floor([x0, y0, x0 + side[0], y0 + side[1]]).astype(np.float32)
 
 
-def view_source(seed: int, i: int, n_images: int) -> tuple[int, np.random.Generator]:
-    """Which of ``n_images`` view ``i`` is cut from, and the generator that then makes the view."""
+def view_source(seed: int, i: int, kinds: list[str]) -> tuple[int, np.random.Generator]:
+    """Which image view ``i`` is cut from (``kinds``: each image's modality), and the generator
+    that then makes the view.  The modalities take turns (view ``i`` comes from the ``i % K``-th
+    of the K modalities, sorted), the image within one is drawn at random: drawn over images,
+    three views in four were CT and photographs had 4 training views of 480 and one selection
+    view, so a step could be chosen on one photograph's loss."""
     rng = np.random.default_rng([seed, i])
-    return int(rng.integers(n_images)), rng
+    order = sorted(set(kinds))
+    members = [j for j, k in enumerate(kinds) if k == order[i % len(order)]]
+    return members[int(rng.integers(len(members)))], rng
 
 
 def make_view(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -80,17 +87,17 @@ class TeacherCache:
         if not meta.is_file():
             return 0
         m = json.loads(meta.read_text())
-        return m["done"] if (m["n"], m["seed"]) == (self.n, seed) else 0
+        return m["done"] if (m["n"], m["seed"], m.get("draw")) == (self.n, seed, DRAW) else 0
 
-    def build(self, images: list[np.ndarray], teacher, seed: int = 0, log=print) -> None:
-        """Fill the cache from ``images`` (resuming where an earlier run stopped)."""
+    def build(self, images: list[np.ndarray], kinds: list[str], teacher, seed: int = 0, log=print) -> None:
+        """Fill the cache from ``images`` of modalities ``kinds`` (resuming where an earlier run stopped)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         start = self.done(seed)
         if start >= self.n:
             return
         arrays = self._arrays("r+" if start else "w+")
         for i in range(start, self.n):
-            source, rng = view_source(seed, i, len(images))
+            source, rng = view_source(seed, i, kinds)
             x, boxes = make_view(images[source], rng)
             with torch.no_grad():
                 emb = teacher.image_encoder(torch.from_numpy(x[None]))
@@ -100,12 +107,12 @@ class TeacherCache:
             if (i + 1) % 25 == 0 or i + 1 == self.n:
                 for a in arrays.values():
                     a.flush()
-                (self.folder / "meta.json").write_text(json.dumps({"done": i + 1, "n": self.n, "seed": seed}))
+                (self.folder / "meta.json").write_text(json.dumps({"done": i + 1, "n": self.n, "seed": seed, "draw": DRAW}))
                 log(f"teacher cache: {i + 1}/{self.n} views")
 
-    def sources(self, seed: int, n_images: int) -> list[int]:
+    def sources(self, seed: int, kinds: list[str]) -> list[int]:
         """The image each view was cut from (``build``'s draw, repeated: nothing is stored)."""
-        return [view_source(seed, i, n_images)[0] for i in range(self.n)]
+        return [view_source(seed, i, kinds)[0] for i in range(self.n)]
 
     def batch(self, ids) -> dict[str, torch.Tensor]:
         arrays = self._arrays("r")
