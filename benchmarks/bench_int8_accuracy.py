@@ -7,7 +7,8 @@ against float itself, in every CPU setting, side by side in one run.
   int8 models folder, each with the int8 encoder ``--precision auto`` picks in that setting (and
   the other int8 encoder beside it), without and with the guard: where auto runs the 7-bit
   encoder, the 8-bit one without and with the guard (``8-bit``, ``8-bit+guard``); where it runs
-  the 8-bit one, the 7-bit one with the guard (``7-bit+guard``); each row's DSC spread across
+  the 8-bit one, the 7-bit one with the guard (``7-bit+guard``), for the committed folder only
+  (a candidate's rows are the encoder auto picks from it); each row's DSC spread across
   the settings says what that encoder does to stability;
 * the held-out unlabelled modalities (MR, ultrasound, photographs, microscopy, CT): mask Dice of
   each int8 folder against FP32, beside FP32's own agreement under +-half a grey level of dither
@@ -56,6 +57,8 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
         engines[k] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder))
         engines[k + GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder,
                                                         fallback=ENCODER_FLOAT.name))
+        if k != "int8":                             # a candidate's other encoder is measured only
+            continue                                # when it is not the committed folder's
         if encoder != ENCODER.name:                 # the 8-bit encoder beside the 7-bit one auto runs here
             engines[k + " 8-bit"] = Engine(p, EngineOptions(float_precision=float_ops, encoder=ENCODER.name))
             other = " 8-bit", ENCODER.name
