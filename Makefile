@@ -144,7 +144,8 @@ bench-mixed: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 ONLY ?=
 .PHONY: bench-predict bench-prompting
 bench-predict: $(STAMP)
-	$(PY) -m benchmarks.bench_predict $(if $(ONLY),--only $(ONLY)) $(if $(BASELINE),--baseline $(BASELINE))
+	$(PY) -m benchmarks.bench_predict $(if $(ONLY),--only $(ONLY)) $(if $(BASELINE),--baseline $(BASELINE)) \
+	  $(if $(MATCH),--match $(MATCH)) $(if $(RUNS),--runs $(RUNS))
 
 bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_prompting $(if $(ONLY),--only $(ONLY))

@@ -157,6 +157,18 @@ def coronal_ct_case(folder: Path) -> Path:
     return path
 
 
+def tiled_3d_case(folder: Path) -> Path:
+    """The 3D nuclei volume tiled to 124 slices with 408 labelled nuclei
+    (:func:`tools.public_data.tiled_nuclei_3d`): many small boxes over many slices."""
+    from qmedsam_eval.label_boxes import boxes_from_labels
+    from tools.public_data import tiled_nuclei_3d
+
+    t = tiled_nuclei_3d()
+    path = folder / f"3DBox_Microscope_tiled{t.image.shape[0]}.npz"
+    np.savez_compressed(path, imgs=t.image, boxes=boxes_from_labels(t.labels), spacing=np.asarray(t.spacing))
+    return path
+
+
 def memory_per_box(case: Path, work: Path, env: dict) -> tuple[dict, float]:
     """Peak RSS of the 241-box case at --max-boxes 1, 4, 16, and the slope per box."""
     rss = {n: run_case(ROOT / "predict.sh", case, work, env, "--max-boxes", str(n))["rss"] for n in (1, 4, 16)}
@@ -168,9 +180,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with (default %(default)s)")
     ap.add_argument("--runs", type=int, default=3, help="measured runs per figure (median)")
+    ap.add_argument("--match", default="", help="only the cases whose file name contains this text")
     ap.add_argument("--only", choices=("3d", "windows", "startup"),
                     help="3d: only the 3D cases, default vs --precision fp32 vs baseline; windows: the cases of "
-                         "many small boxes, default vs --decoder-windows off vs baseline, with the label maps compared; "
+                         "many small boxes (2D, 3D, and the 3D nuclei tiled to 124 slices and 408 labels), default vs --decoder-windows off vs baseline, with the label maps compared; "
                          "startup: the floor (interpreter, imports) and the 1-box case warm and cold, vs baseline")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")
@@ -195,8 +208,12 @@ def main(argv=None) -> None:
         elif args.only == "startup":      # start-up: the floor, then the 1-box case warm and cold
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this ("))}
         elif args.only == "windows":      # decoder-bound: many small boxes, 2D and 3D
-            cases = [cases[2], cases[1], ROOT / "samples" / "inputs" / "3DBox_Microscope_0004.npz"]
+            cases = [cases[2], cases[1], ROOT / "samples" / "inputs" / "3DBox_Microscope_0004.npz",
+                     tiled_3d_case(tmp)]
             versions = {k: v for k, v in versions.items() if k.startswith(("baseline", "this, no windows", "this ("))}
+        cases = [c for c in cases if args.match in c.name]
+        if not cases:
+            ap.error(f"no case's name contains {args.match!r}")
         encoder, why = choose_encoder("auto")
         print(f"--precision auto (the default) runs the encoder {why}")
         if encoder == FLOAT_ENCODER:                 # the int8 encoder side by side where it is not the default

@@ -2,8 +2,8 @@
 and FP32, side by side: 2D with ``--zoom off`` and ``auto``, 3D with ``--mode-3d fixed`` and
 ``propagate`` and ``guided``, and ``fixed`` with ``--interpolate-slices`` at a few thresholds.
 Cases: the bundled samples (CT chest slice and volume, 2D and 3D nuclei), a 1920x2560
-fluorescence image tiled from the 2D nuclei image with 241 labelled nuclei, and the two volumes
-resliced along another axis.  Scores by the organisers' rules (:mod:`qmedsam_eval.metrics`);
+fluorescence image tiled from the 2D nuclei image with 241 labelled nuclei, the two volumes
+resliced along another axis, and the 3D nuclei tiled to 124 slices with 408 labels.  Scores by the organisers' rules (:mod:`qmedsam_eval.metrics`);
 seconds are in-process (models loaded, the case read), per case.
 """
 from __future__ import annotations
@@ -30,8 +30,9 @@ MODES = {False: {"zoom off": Options(zoom_crops=0), "zoom auto": Options(zoom_cr
                **{f"interp {t}": Options(mode_3d="fixed", interpolate=t) for t in INTERPOLATE}}}
 
 
-def cases(samples: Path):
-    """(case, ground truth, spacing) of every labelled public case."""
+def cases(samples: Path, tiled_3d: bool = False):
+    """(case, ground truth, spacing) of every labelled public case; with ``tiled_3d`` also the 3D
+    nuclei tiled to 124 slices and 408 labels (a speed case: minutes per mode)."""
     for path in sorted(samples.glob("*.npz")):
         g = np.load(samples.parent / "gts" / path.name)
         yield load_case(path), g["gts"], tuple(g["spacing"]) if "spacing" in g.files else None
@@ -40,6 +41,12 @@ def cases(samples: Path):
     t = tiled_nuclei(1920, 2560, 241, seed=0)
     yield Case("2DBox_Microscope_tiled1920x2560.npz", t.image, boxes_from_labels(t.labels)), t.labels, None
     yield from resliced(samples)
+    if tiled_3d:
+        from tools.public_data import tiled_nuclei_3d
+
+        t = tiled_nuclei_3d()
+        yield (Case(f"3DBox_Microscope_tiled{t.image.shape[0]}.npz", t.image, boxes_from_labels(t.labels)),
+               t.labels, t.spacing)
 
 
 def resliced(samples: Path):
@@ -63,7 +70,7 @@ def main(argv=None) -> None:
     print(f"CPU: {describe()}")
     engines = {"int8": Engine(args.models), "fp32": Engine(args.models / "fp32", EngineOptions(float_precision="f32"))}
     rows = []
-    for case, gt, spacing in cases(args.samples):
+    for case, gt, spacing in cases(args.samples, tiled_3d=True):
         if args.only and case.is_3d != (args.only == "3d"):
             continue
         for mode, opts in MODES[case.is_3d].items():
