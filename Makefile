@@ -64,6 +64,11 @@ $(MODELS)/fp32/decoder_boxes.xml:
 bench-model: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_model --models $(MODELS)
 
+# is the mask decoder local? a small box decoded on a window of the embedding grid vs the whole grid
+.PHONY: bench-decoder-locality
+bench-decoder-locality: $(STAMP) weights
+	$(PY) -m benchmarks.bench_decoder_locality
+
 clean:
 	rm -rf $(OUT) .pytest_cache
 
