@@ -88,7 +88,7 @@ def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | Non
                 "encoder_steps": record["encoder_steps"], "encoder_agreement": record["encoder_agreement"]}
     update_manifest(models, [ENCODER_W7], **{ENCODER_W7.name: {
         "graph": ENCODER_W7.name, "weight_bits": 7, "when": ENCODER_W7.role, **made,
-        "from": str(source) if source else "make export", "float_layers": record["float_layers"],
+        "from": str(source or ckpt or "make export"), "float_layers": record["float_layers"],
         "constant_clips_folded": folded}})
 
 
