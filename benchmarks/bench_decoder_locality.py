@@ -94,17 +94,16 @@ def main(argv=None) -> None:
     print("| case | boxes | " + " | ".join(f"{s}x{s} cells ({s * s / GRID ** 2:.0%} of tokens): "
                                           f"mean / min Dice, max logit diff" for s in WINDOWS) + " |")
     print("|---|---:|" + "---|" * len(WINDOWS))
-    every: dict[int, list] = {s: [] for s in WINDOWS}
-    for name, x, boxes in small_prompts(args.samples):
-        res = compare(model, x, boxes)
-        cells = []
-        for s in WINDOWS:
-            d = np.array(res[s])
-            every[s].extend(res[s])
-            cells.append(f"{d[:, 0].mean():.4f} / {d[:, 0].min():.4f}, {d[:, 1].max():.2f}")
-        print(f"| {name} | {len(boxes)} | " + " | ".join(cells) + " |", flush=True)
+    per_case: dict[str, dict[int, list]] = {}
+    for name, x, boxes in small_prompts(args.samples):      # a 3D case: one slice at a time
+        for s, rows in compare(model, x, boxes).items():
+            per_case.setdefault(name, {}).setdefault(s, []).extend(rows)
+    for name, res in per_case.items():
+        cells = [f"{d[:, 0].mean():.4f} / {d[:, 0].min():.4f}, {d[:, 1].max():.2f}"
+                 for d in (np.array(res[s]) for s in WINDOWS)]
+        print(f"| {name} | {len(res[WINDOWS[0]])} | " + " | ".join(cells) + " |")
     for s in WINDOWS:
-        d = np.array(every[s])
+        d = np.array([row for res in per_case.values() for row in res[s]])
         print(f"{s}x{s} cells: {len(d)} boxes, mask Dice mean {d[:, 0].mean():.4f}, min {d[:, 0].min():.4f}, "
               f"{(d[:, 0] >= 0.995).mean():.0%} of boxes at >= 0.995")
 
