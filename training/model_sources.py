@@ -51,6 +51,11 @@ def qat_checkpoint(ckpt: Path) -> ModelSource:
     record = {"method": "qat", "qat_checkpoint": {"path": str(ckpt), "sha256": sha256_of(ckpt)},
               "structure": structure.as_dict(), "float_layers": list(structure.float_layers),
               "stages": blob.get("stages"), "distillation": blob.get("distillation")}
+    if record["distillation"] is not None:       # make qat-distill's run: its time, from the log beside it
+        from training.qat.distill import logged_seconds
+
+        record["distillation"] = dict(record["distillation"],
+                                      training_seconds=logged_seconds(ckpt.parent / "log.jsonl"))
     return ModelSource(model, float_copy(model), "the QAT checkpoint's weights", record)
 
 

@@ -120,3 +120,14 @@ def test_trainable_sets(weights):
     assert counts["scales"][0] == 0 and counts["scales"][1] > 0
     assert 0 < counts["scales+biases"][0] < counts["all"][0]
     assert len({c[1] for c in counts.values()}) == 1
+
+
+def test_logged_seconds_add_up_over_resumes(tmp_path):
+    from training.qat.distill import logged_seconds
+
+    log = tmp_path / "log.jsonl"
+    rows = [{"step": 0, "selection": {}}, {"step": 1, "seconds": 10.0}, {"step": 2, "seconds": 21.5},
+            {"step": 3, "seconds": 9.0}, {"step": 4, "seconds": 18.0}]         # resumed after step 2
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert logged_seconds(log) == 39.5
+    assert logged_seconds(tmp_path / "none.jsonl") is None

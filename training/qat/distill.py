@@ -303,6 +303,21 @@ def _by_modality(row: dict) -> str:
     return " ".join(f"{m} {v:.4f}" for m, v in row["selection"].get("by_modality", {}).items())
 
 
+def logged_seconds(log: Path) -> float | None:
+    """Training seconds a run's ``log.jsonl`` records, over all its resumes (each restarts the
+    clock of its step rows); None where there is no log or no step in it."""
+    if not log.is_file():
+        return None
+    total, last = 0.0, 0.0
+    for line in log.read_text().splitlines():
+        row = json.loads(line)
+        if "seconds" in row:
+            if row["seconds"] < last:               # a resume: the previous run's clock ends at ``last``
+                total += last
+            last = row["seconds"]
+    return round(total + last, 1) if last else None
+
+
 def _distillation_record(settings, history, best, weights) -> dict:
     return {"method": "label-free quantization-aware distillation of the image encoder (make qat-distill): "
                       "student from the post-training recipe, float LiteMedSAM teacher, relative embedding "
