@@ -149,7 +149,8 @@ def main(argv=None) -> None:
     ap.add_argument("--weights", type=Path, default=DEFAULT_PATH)
     ap.add_argument("--ckpt", type=Path, help="QAT checkpoint (otherwise post-training quantization)")
     ap.add_argument("--ckpt-w7", type=Path,
-                    help="with --ckpt or --add-w7: a 7-bit QAT checkpoint, exported as the folder's encoder_w7")
+                    help="a 7-bit QAT checkpoint, exported as the folder's encoder_w7 (beside the post-training "
+                         "8-bit encoder, or --ckpt's, or with --add-w7 into an existing folder)")
     ap.add_argument("--fp32", action="store_true", help="write float models to MODELS/fp32")
     ap.add_argument("--runtime-decoder", action="store_true",
                     help="re-export only the runtime's float decoder graphs into the int8 MODELS folder")
@@ -166,8 +167,6 @@ def main(argv=None) -> None:
                     help="PTQ: steps of encoder distillation against the float model after calibration")
     args = ap.parse_args(argv)
     weights = ensure_weights(args.weights)
-    if args.ckpt_w7 and not (args.ckpt or args.add_w7):
-        ap.error("--ckpt-w7 goes with --ckpt (the 8-bit checkpoint of the same folder) or --add-w7")
     if args.fp32:
         export_fp32(weights, args.models / "fp32")
         print(f"fp32 models in {args.models / 'fp32'}")

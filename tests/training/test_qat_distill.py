@@ -105,6 +105,7 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     add_w7_encoder(folder, weights, 0, ckpt=tmp_path / "best.pt")
     w7 = json.loads((folder / "manifest.json").read_text())["encoder_w7"]
     assert w7["method"].startswith("quantization-aware") and w7["weight_bits"] == 7
+    assert w7["from"] == str(tmp_path / "best.pt") and w7["distillation"]["training_seconds"] > 0
     emb = Engine(folder, EngineOptions(encoder=ENCODER_W7.name)).encode(np.zeros((1, 3, 256, 256), np.float32))
     assert emb.shape == (1, 256, 64, 64) and np.isfinite(emb).all()
 
