@@ -183,7 +183,8 @@ def main(argv=None) -> None:
     ap.add_argument("--match", default="", help="only the cases whose file name contains this text")
     ap.add_argument("--only", choices=("3d", "windows", "startup"),
                     help="3d: only the 3D cases, default vs --precision fp32 vs baseline; windows: the cases of "
-                         "many small boxes (2D, 3D, and the 3D nuclei tiled to 124 slices and 408 labels), default vs --decoder-windows off vs baseline, with the label maps compared; "
+                         "many small boxes (2D, 3D, and the 3D nuclei tiled to 124 slices and 408 labels), "
+                         "default vs --decoder-windows off vs baseline, with the label maps compared; "
                          "startup: the floor (interpreter, imports) and the 1-box case warm and cold, vs baseline")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")

@@ -3,8 +3,9 @@ and FP32, side by side: 2D with ``--zoom off`` and ``auto``, 3D with ``--mode-3d
 ``propagate`` and ``guided``, and ``fixed`` with ``--interpolate-slices`` at a few thresholds.
 Cases: the bundled samples (CT chest slice and volume, 2D and 3D nuclei), a 1920x2560
 fluorescence image tiled from the 2D nuclei image with 241 labelled nuclei, the two volumes
-resliced along another axis, and the 3D nuclei tiled to 124 slices with 408 labels.  Scores by the organisers' rules (:mod:`qmedsam_eval.metrics`);
-seconds are in-process (models loaded, the case read), per case.
+resliced along another axis, and the 3D nuclei tiled to 124 slices with 408 labels.  Scores by
+the organisers' rules (:mod:`qmedsam_eval.metrics`); seconds are in-process (models loaded, the
+case read), per case.
 """
 from __future__ import annotations
 
