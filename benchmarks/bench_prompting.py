@@ -43,11 +43,17 @@ def cases(samples: Path, tiled_3d: bool = False):
     yield Case("2DBox_Microscope_tiled1920x2560.npz", t.image, boxes_from_labels(t.labels)), t.labels, None
     yield from resliced(samples)
     if tiled_3d:
-        from tools.public_data import tiled_nuclei_3d
+        yield tiled_3d_case()
 
-        t = tiled_nuclei_3d()
-        yield (Case(f"3DBox_Microscope_tiled{t.image.shape[0]}.npz", t.image, boxes_from_labels(t.labels)),
-               t.labels, t.spacing)
+
+def tiled_3d_case():
+    """(case, ground truth, spacing) of the 3D nuclei tiled to 124 slices with 408 labelled nuclei
+    (:func:`tools.public_data.tiled_nuclei_3d`): many small boxes over many slices."""
+    from tools.public_data import tiled_nuclei_3d
+
+    t = tiled_nuclei_3d()
+    return (Case(f"3DBox_Microscope_tiled{t.image.shape[0]}.npz", t.image, boxes_from_labels(t.labels)),
+            t.labels, t.spacing)
 
 
 def resliced(samples: Path):
