@@ -150,7 +150,7 @@ ONLY ?=
 .PHONY: bench-predict bench-prompting
 bench-predict: $(STAMP)
 	$(PY) -m benchmarks.bench_predict $(if $(ONLY),--only $(ONLY)) $(if $(BASELINE),--baseline $(BASELINE)) \
-	  $(if $(MATCH),--match $(MATCH)) $(if $(RUNS),--runs $(RUNS))
+	  $(if $(MATCH),--match $(MATCH)) $(if $(RUNS),--runs $(RUNS)) $(if $(VERSIONS),--versions "$(VERSIONS)")
 
 bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_prompting $(if $(ONLY),--only $(ONLY))

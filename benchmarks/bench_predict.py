@@ -124,10 +124,15 @@ def _versus(res: dict, work: Path, names: list, case: Path) -> str:
     """The default's ratio to --precision fp32, or (windows) to --decoder-windows off with the share
     of voxels their label maps give the same label."""
     if "this, --precision fp32" in res:
-        out = f"  default vs --precision fp32: {res['this, --precision fp32']['wall'] / res['this (default)']['wall']:.2f}x"
+        fp32 = res['this, --precision fp32']['wall']
+        out = f"  default vs --precision fp32: {fp32 / res['this (default)']['wall']:.2f}x"
+        if "this, --precision int8" in res:
+            out += f", int8 without the guard vs fp32: {fp32 / res['this, --precision int8']['wall']:.2f}x"
         if "this, no interpolation" in res:
             out += f", vs no interpolation: {res['this, no interpolation']['wall'] / res['this (default)']['wall']:.2f}x"
         return out
+    if "this, no windows" not in res:
+        return ""
     a, b = (np.load(work / f"v{names.index(v)}" / "outputs" / case.name)["segs"] for v in ("this (default)", "this, no windows"))
     return (f"  windows vs none: {res['this, no windows']['wall'] / res['this (default)']['wall']:.2f}x, "
             f"label maps equal on {100 * float(np.mean(a == b)):.4f} % of voxels")
@@ -158,14 +163,12 @@ def coronal_ct_case(folder: Path) -> Path:
 
 
 def tiled_3d_case(folder: Path) -> Path:
-    """The 3D nuclei volume tiled to 124 slices with 408 labelled nuclei
-    (:func:`tools.public_data.tiled_nuclei_3d`): many small boxes over many slices."""
-    from qmedsam_eval.label_boxes import boxes_from_labels
-    from tools.public_data import tiled_nuclei_3d
+    """The 3D nuclei tiled to 124 slices with 408 labels (:func:`benchmarks.bench_prompting.tiled_3d_case`)."""
+    from benchmarks.bench_prompting import tiled_3d_case as tiled
 
-    t = tiled_nuclei_3d()
-    path = folder / f"3DBox_Microscope_tiled{t.image.shape[0]}.npz"
-    np.savez_compressed(path, imgs=t.image, boxes=boxes_from_labels(t.labels), spacing=np.asarray(t.spacing))
+    case, _, spacing = tiled()
+    path = folder / case.name
+    np.savez_compressed(path, imgs=case.image, boxes=case.boxes, spacing=np.asarray(spacing))
     return path
 
 
@@ -181,8 +184,11 @@ def main(argv=None) -> None:
     ap.add_argument("--baseline", default=BASELINE, help="git revision to compare with (default %(default)s)")
     ap.add_argument("--runs", type=int, default=3, help="measured runs per figure (median)")
     ap.add_argument("--match", default="", help="only the cases whose file name contains this text")
+    ap.add_argument("--versions", default="", help="only the versions whose label contains one of these "
+                    "comma-separated texts (the baseline and the default always run)")
     ap.add_argument("--only", choices=("3d", "windows", "startup"),
-                    help="3d: only the 3D cases, default vs --precision fp32 vs baseline; windows: the cases of "
+                    help="3d: only the 3D cases, default vs --precision fp32 (and int8 without the guard) vs "
+                         "baseline; windows: the cases of "
                          "many small boxes (2D, 3D, and the 3D nuclei tiled to 124 slices and 408 labels), "
                          "default vs --decoder-windows off vs baseline, with the label maps compared; "
                          "startup: the floor (interpreter, imports) and the 1-box case warm and cold, vs baseline")
@@ -217,8 +223,14 @@ def main(argv=None) -> None:
             ap.error(f"no case's name contains {args.match!r}")
         encoder, why = choose_encoder("auto")
         print(f"--precision auto (the default) runs the encoder {why}")
-        if encoder == FLOAT_ENCODER:                 # the int8 encoder side by side where it is not the default
+        if encoder == FLOAT_ENCODER or args.only == "3d":
+            # the int8 encoder side by side where it is not the default; on the 3D cases, int8
+            # without the guard: the most the default could gain over --precision fp32
             versions["this, --precision int8"] = (ROOT / "predict.sh", ("--precision", "int8"))
+        if args.versions:
+            wanted = [w.strip() for w in args.versions.split(",") if w.strip()]
+            versions = {k: v for k, v in versions.items()
+                        if k.startswith(("baseline", "this (")) or any(w in k for w in wanted)}
         chosen = settings()
         if settings_note(chosen):
             print(settings_note(chosen))
