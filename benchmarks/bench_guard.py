@@ -22,14 +22,15 @@ import numpy as np
 from benchmarks.cpu import SETTINGS, describe, settings
 from qmedsam.cases import Case
 from qmedsam.engine import Engine, EngineOptions, float_ops_for
-from qmedsam.int8_guard import MIN_DICE, encode_probes, pixel_dice, probe_prompts, probe_pairs, probe_slices
+from qmedsam.int8_guard import (MIN_DICE, PROBE_SLICES, SURE_DICE, encode_probes, pixel_dice, probe_pairs,
+                                probe_prompts, probe_slices)
 from qmedsam.model_spec import ENCODER_FLOAT
 from qmedsam.preprocess import Geometry
 from qmedsam.segment import Options, _Context, Stats, segment_case
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBES = {"ends of smallest, 3": 3, "ends of smallest, 6": 6}
+PROBES = {"ends of smallest, 3": 3, "ends of smallest, 1": 1, "ends of smallest, 2": 2, "ends of smallest, 6": 6}
 
 
 def mr_volumes():
@@ -62,19 +63,24 @@ def label_agreement(a: np.ndarray, b: np.ndarray, n: int) -> float:
     return float(np.mean(out))
 
 
-def probe_stats(engine: Engine, case: Case, n: int) -> dict:
-    """Lowest and pixel-weighted (the guard's statistic) int8-vs-float Dice of the boxes on ``n``
-    probe slices."""
-    zs = probe_slices(case.boxes, n)
+def probe_stats(engine: Engine, case: Case, counts) -> dict:
+    """For each probe count ``n`` of ``counts``: the lowest and the pixel-weighted (the guard's
+    statistic) int8-vs-float Dice of the boxes on the first ``n`` probe slices (each slice encoded
+    once, by both encoders)."""
+    zs = probe_slices(case.boxes, max(counts))
     geo = Geometry(*case.image.shape[1:])
     session = _Context(engine, Options(), Stats()).session
     embeddings = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
-    pairs = list(probe_pairs(embeddings, (engine.encoder, ENCODER_FLOAT.name), probe_prompts(case.boxes, geo, zs),
-                             geo, session))
-    # a few pixels' difference would decide smaller masks
-    dice = [2.0 * int(np.logical_and(a, b).sum()) / (int(a.sum()) + int(b.sum()))
-            for a, b in pairs if max(int(a.sum()), int(b.sum())) >= 8]
-    return {"lowest": min(dice) if dice else None, "weighted": pixel_dice(pairs)}
+    prompts = probe_prompts(case.boxes, geo, zs)
+    out = {}
+    for n in counts:
+        pairs = list(probe_pairs(embeddings, (engine.encoder, ENCODER_FLOAT.name),
+                                 {z: prompts[z] for z in zs[:n]}, geo, session))
+        # a few pixels' difference would decide smaller masks
+        dice = [2.0 * int(np.logical_and(a, b).sum()) / (int(a.sum()) + int(b.sum()))
+                for a, b in pairs if max(int(a.sum()), int(b.sum())) >= 8]
+        out[n] = {"lowest": min(dice) if dice else None, "weighted": pixel_dice(pairs)}
+    return out
 
 
 def measure(models: Path, samples: Path) -> dict:
@@ -99,7 +105,8 @@ def measure(models: Path, samples: Path) -> dict:
         if gt is not None:
             row["dsc"] = {"int8": case_scores(gt, segs[int8], spacing)[0],
                           "float": case_scores(gt, segs[ENCODER_FLOAT.name], spacing)[0]}
-        row["probes"] = {k: probe_stats(engine, case, n) for k, n in PROBES.items()}
+        stats = probe_stats(engine, case, sorted(set(PROBES.values())))
+        row["probes"] = {k: stats[n] for k, n in PROBES.items()}
         rows[case.name] = row
         print(f"  {case.name}: {json.dumps(row)}", file=sys.stderr, flush=True)
     return rows
@@ -109,26 +116,36 @@ def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def sequential(probes: dict) -> tuple[bool, int]:
+    """What the shipped guard decides from a case's probe statistics (``row["probes"]``): probe
+    slices one at a time, stopping once the pooled Dice reaches SURE_DICE, else judged on all
+    PROBE_SLICES at MIN_DICE.  Returns (stays int8, probe slices taken)."""
+    for n in range(1, PROBE_SLICES + 1):
+        weighted = probes[f"ends of smallest, {n}"]["weighted"]
+        if n < PROBE_SLICES and weighted is not None and weighted >= SURE_DICE:
+            return True, n
+    return weighted is None or weighted >= MIN_DICE, PROBE_SLICES
+
+
 def report(results: dict) -> None:
-    shipped = next(iter(PROBES))
     for setting, rows in results.items():
         print(f"\n### {setting} (int8 encoder: {next(iter(rows.values()))['encoder']})\n")
         print("| case | boxes | slices | int8 vs float (case) | DSC int8 / float (points) | "
-              + " | ".join(f"{k}: lowest / weighted" for k in PROBES) + f" | guard at {MIN_DICE} |")
+              + " | ".join(f"{k}: lowest / weighted" for k in PROBES) + " | guard (probe slices taken) |")
         print("|---|---:|---:|---:|---|" + "---|" * len(PROBES) + "---|")
         lost, kept = [], 0
         for case, r in rows.items():
             d = r.get("dsc")
             dsc = f"{d['int8']:.4f} / {d['float']:.4f} ({100 * (d['int8'] - d['float']):+.2f})" if d else "-"
             probes = " | ".join(f"{_f(r['probes'][k]['lowest'])} / {_f(r['probes'][k]['weighted'])}" for k in PROBES)
-            weighted = r["probes"][shipped]["weighted"]
-            int8 = weighted is None or weighted >= MIN_DICE
+            int8, taken = sequential(r["probes"])
             kept += int8
             if d:
                 lost.append(100 * (d["int8"] - d["float"]) if int8 else 0.0)
             print(f"| {case} | {r['boxes']} | {r['slices']} | {r['agreement']:.4f} | {dsc} | {probes} | "
-                  f"{'int8' if int8 else 'float'} |")
-        print(f"\nguard at {MIN_DICE} ({shipped}, weighted): {kept} of {len(rows)} cases int8; labelled cases "
+                  f"{'int8' if int8 else 'float'} ({taken}) |")
+        print(f"\nguard (probes one slice at a time up to {PROBE_SLICES}, stopping at a pixel Dice of {SURE_DICE}, "
+              f"else int8 at {MIN_DICE} or more): {kept} of {len(rows)} cases int8; labelled cases "
               f"guarded vs float: mean {np.mean(lost):+.2f} DSC points, worst {min(lost):+.2f}")
 
 

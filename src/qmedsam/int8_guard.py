@@ -4,7 +4,9 @@ int8 departs from float on few cases, but then by many points (small boxes, a st
 and last slices, MR), and where it departs moves with the CPU.  So before a 3D case runs in
 int8, a few probe slices are encoded by both encoders and their boxes decoded against both
 embeddings; if the probed int8 masks agree with the float ones by less than :data:`MIN_DICE`
-(Dice over all their pixels together), the whole case runs with the float encoder.  A 2D image is one encoder pass,
+(Dice over all their pixels together), the whole case runs with the float encoder.  The slices
+are probed one at a time and the probing stops once the masks so far agree by
+:data:`SURE_DICE` or more.  A 2D image is one encoder pass,
 so a probe would cost more than running it in float: 2D cases run in float.
 
 A 3D case kept in int8 (the fixed mode) takes its probe slices' masks from the float encoder's
@@ -28,6 +30,10 @@ PROBE_SLICES = 3          # probe slices per case (each: one float and one int8 
 # chosen with `make bench-guard` (README, "The int8 guard").  The lowest single box's Dice decides
 # less well: small masks at a structure's end disagree by a few pixels on cases int8 segments well.
 MIN_DICE = 0.93
+# The probes are taken one slice at a time (the end slices of the smallest boxes first), and stop as
+# soon as the probed masks so far agree at least this well: each probe slice costs a float encoder
+# pass (about 0.5 s on 2 cores).  Chosen with `make bench-guard` (README, "The int8 guard").
+SURE_DICE = 0.97
 
 
 @dataclass(frozen=True)
@@ -89,13 +95,27 @@ def probe_pairs(embeddings: dict[str, dict[int, np.ndarray]], names: tuple[str, 
         yield from ((a > 0, b > 0) for a, b in zip(int8, float_))
 
 
+class PixelDice:
+    """Dice of (int8, float) mask pairs over all their pixels together, as pairs come in."""
+
+    def __init__(self) -> None:
+        self.both = self.total = 0
+
+    def add(self, pairs) -> "PixelDice":
+        for a, b in pairs:
+            self.both += int(np.logical_and(a, b).sum())
+            self.total += int(a.sum()) + int(b.sum())
+        return self
+
+    @property
+    def value(self) -> float | None:
+        """None while every mask is empty."""
+        return 2.0 * self.both / self.total if self.total else None
+
+
 def pixel_dice(pairs) -> float | None:
     """Dice of the (int8, float) mask pairs over all their pixels together; None where all are empty."""
-    both = total = 0
-    for a, b in pairs:
-        both += int(np.logical_and(a, b).sum())
-        total += int(a.sum()) + int(b.sum())
-    return 2.0 * both / total if total else None
+    return PixelDice().add(pairs).value
 
 
 def judge(agreement: float | None, int8: str, float_encoder: str, zs: list[int]) -> Verdict:
@@ -134,11 +154,18 @@ def choose(case: Case, engine, session) -> tuple[Verdict, Probed]:
         zs = probe_slices(case.boxes)
         geo = Geometry(*case.image.shape[1:])
         prompts = probe_prompts(case.boxes, geo, zs)
-        embeddings = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
         size = sum(len(b) for b in prompts.values()) * geo.resized[0] * geo.resized[1] * 4
         kept: dict | None = {} if size <= KEEP_BYTES else None
-        pairs = probe_pairs(embeddings, (int8, ENCODER_FLOAT.name), prompts, geo, session, kept)
-        verdict = judge(pixel_dice(pairs), int8, ENCODER_FLOAT.name, zs)
+        embeddings: dict[str, dict[int, np.ndarray]] = {int8: {}, ENCODER_FLOAT.name: {}}
+        dice = PixelDice()
+        for k, z in enumerate(zs):        # one slice at a time: a clear agreement ends the probing
+            for name, emb in encode_probes(engine, ENCODER_FLOAT.name, case.image, [z]).items():
+                embeddings[name].update(emb)
+            dice.add(probe_pairs(embeddings, (int8, ENCODER_FLOAT.name), {z: prompts[z]}, geo, session, kept))
+            if dice.value is not None and dice.value >= SURE_DICE:
+                zs = zs[:k + 1]
+                break
+        verdict = judge(dice.value, int8, ENCODER_FLOAT.name, zs)
         probed = Probed(embeddings[verdict.encoder], kept if kept and verdict.encoder == int8 else {})
     engine.use_encoder(verdict.encoder)
     return verdict, probed

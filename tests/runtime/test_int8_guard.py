@@ -89,21 +89,33 @@ def _volume_case():
     return Case("3DBox_MR_0001.npz", vol, np.array([[8, 8, 2, 40, 40, 9], [4, 4, 5, 60, 60, 11]]))
 
 
-@pytest.mark.parametrize("shift, expected", [(0, ENCODER.name), (1, ENCODER.name), (12, ENCODER_FLOAT.name)])
-def test_a_3d_case_runs_in_float_only_where_its_probes_disagree(shift, expected):
+def _shrunk_dice(shift: int) -> float:
+    """The Dice of the double's first probe: the 8..40 box of the 64-px volume (128 px in the
+    256 grid) against itself shrunk by ``shift`` px a side."""
+    side = 128 - 2 * shift
+    return 2 * side ** 2 / (128 ** 2 + side ** 2)
+
+
+@pytest.mark.parametrize("shift, expected, probes", [(0, ENCODER.name, (2,)), (1, ENCODER.name, (2,)),
+                                                     (4, ENCODER.name, (2, 9, 5)),
+                                                     (12, ENCODER_FLOAT.name, (2, 9, 5))])
+def test_a_3d_case_runs_in_float_only_where_its_probes_disagree(shift, expected, probes):
+    """Probes go one slice at a time and stop at the first clear agreement (shift 0, 1); an
+    agreement between MIN_DICE and SURE_DICE (shift 4) takes every probe slice."""
+    assert (_shrunk_dice(1) >= int8_guard.SURE_DICE > _shrunk_dice(4) >= int8_guard.MIN_DICE > _shrunk_dice(12))
     eng = TwoEncoders(shift)
     seg, stats = segment_case(_volume_case(), eng, Options(guard=True))
     assert stats.verdict.encoder == expected == eng.encoder
-    assert stats.verdict.probes == (2, 9, 5)
+    assert stats.verdict.probes == probes
     # the probes are encoded by both encoders; the case by the chosen one, each slice once: its
     # probe slices' embeddings are taken from the probes
     other = ENCODER_FLOAT.name if expected == ENCODER.name else ENCODER.name
-    assert eng.encoded[expected] == stats.slices_encoded and eng.encoded[other] == 3
+    assert eng.encoded[expected] == stats.slices_encoded and eng.encoded[other] == len(probes)
     assert stats.slices_encoded == 10 and seg.max() == 2
 
 
 @pytest.mark.parametrize("mode", ["fixed", "propagate", "guided"])
-@pytest.mark.parametrize("shift", [4, 12])     # 4 px in the 256 grid: 1 px of the 64-px volume
+@pytest.mark.parametrize("shift", [1, 4, 12])  # 4 px in the 256 grid: 1 px of the 64-px volume
 def test_the_probes_embeddings_stand_in_for_the_cases_own(mode, shift):
     """The chosen encoder's probe embeddings are reused by every 3D mode, and no slice is encoded
     twice by it: the label map equals the one the same encoder gives without the guard, except
@@ -119,21 +131,23 @@ def test_the_probes_embeddings_stand_in_for_the_cases_own(mode, shift):
         floats.use_encoder(ENCODER_FLOAT.name)
         float_ref, _ = segment_case(_volume_case(), floats, Options(mode_3d=mode))
         np.testing.assert_array_equal(seg[probes], float_ref[probes])
-        assert (seg[probes] != ref[probes]).any()        # the double's int8 masks are smaller
+        if shift >= 4:                                   # a pixel of the volume or more
+            assert (seg[probes] != ref[probes]).any()    # the double's int8 masks are smaller
         ref[probes] = float_ref[probes]
     np.testing.assert_array_equal(seg, ref)
     assert sorted(stats.encoded) == sorted(ref_stats.encoded)
     assert guarded.encoded[stats.verdict.encoder] == plain.encoded[stats.verdict.encoder]
     # the probes decode each probe slice against both encoders (one call each here); in the fixed
     # mode a case kept in int8 pastes its probe slices' float masks instead of decoding them again
-    probe_calls = 3 if mode == "fixed" and stats.verdict.encoder == ENCODER.name else 6
+    n = len(stats.verdict.probes)
+    probe_calls = n if mode == "fixed" and stats.verdict.encoder == ENCODER.name else 2 * n
     assert stats.decoder_calls == ref_stats.decoder_calls + probe_calls
 
 
 def test_probe_masks_are_kept_only_within_their_memory_budget(monkeypatch):
     monkeypatch.setattr(int8_guard, "KEEP_BYTES", 0)
-    seg, stats = segment_case(_volume_case(), TwoEncoders(1), Options(guard=True))
-    ref, ref_stats = segment_case(_volume_case(), TwoEncoders(1), Options())
+    seg, stats = segment_case(_volume_case(), TwoEncoders(4), Options(guard=True))
+    ref, ref_stats = segment_case(_volume_case(), TwoEncoders(4), Options())
     np.testing.assert_array_equal(seg, ref)
     assert stats.decoder_calls == ref_stats.decoder_calls + 6
 
