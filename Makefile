@@ -15,7 +15,7 @@ CALIB ?= 48
 DISTILL ?= 0
 OUT ?= out
 
-.PHONY: setup weights samples demo test test-fast export export-decoder export-fp32 bench-model clean
+.PHONY: setup weights samples demo test test-fast export export-decoder export-fp32 bench-model bench-encoder-ops clean
 
 # PyTorch training and export on CPU: glibc keeps freed blocks instead of unmapping them and
 # faulting fresh zeroed pages back in for the next tensor (quantized encoder forward+backward,
@@ -63,6 +63,10 @@ $(MODELS)/fp32/decoder_boxes.xml:
 
 bench-model: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_model --models $(MODELS)
+
+# where each encoder's time goes: per encoder group, int8 vs float kernels, each CPU setting
+bench-encoder-ops: $(STAMP)
+	$(PY) -m benchmarks.bench_encoder_ops --models $(MODELS)
 
 # is the mask decoder local? a small box decoded on a window of the embedding grid vs the whole grid
 .PHONY: bench-decoder-locality
