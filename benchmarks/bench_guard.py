@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.cpu import SETTINGS, describe, settings
+from benchmarks.cpu import describe, run_setting, settings
 from qmedsam.cases import Case
 from qmedsam.engine import Engine, EngineOptions, float_ops_for
 from qmedsam.int8_guard import (MIN_DICE, PROBE_SLICES, SURE_DICE, encode_probes, pixel_dice, probe_pairs,
@@ -162,11 +160,8 @@ def main(argv=None) -> None:
     results = {}
     for setting in settings():
         print(f"measuring: {setting}", file=sys.stderr, flush=True)
-        env = dict(os.environ, **SETTINGS[setting])
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_guard", "--measure", setting, "--models",
-                               str(args.models), "--samples", str(args.samples)], env=env, stdout=subprocess.PIPE,
-                              encoding="utf-8", errors="replace", check=True)
-        results[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results[setting] = run_setting("benchmarks.bench_guard", setting,
+                                       ["--models", str(args.models), "--samples", str(args.samples)], progress=True)
     report(results)
 
 

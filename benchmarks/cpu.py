@@ -50,12 +50,15 @@ def describe() -> str:
             f"lacks {' '.join(missing) or 'none'}")
 
 
-def run_setting(module: str, setting: str, args: list[str]) -> dict:
+def run_setting(module: str, setting: str, args: list[str], progress: bool = False) -> dict:
     """Run ``python -m module --measure SETTING args`` in a fresh process with the setting's
-    environment (the ISA cap must be in place before OpenVINO loads); returns its JSON result."""
+    environment (the ISA cap must be in place before OpenVINO loads); returns its JSON result.
+    With ``progress`` its stderr (per-case lines of a long measurement) goes straight through."""
     env = dict(os.environ, **SETTINGS[setting])
     proc = subprocess.run([sys.executable, "-m", module, "--measure", setting, *args], env=env,
-                          capture_output=True, encoding="utf-8", errors="replace")
+                          stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
+                          encoding="utf-8", errors="replace")
     if proc.returncode != 0:
-        raise RuntimeError(f"{module} --measure {setting} failed:\n{proc.stderr[-2000:]}")
+        said = f":\n{proc.stderr[-2000:]}" if proc.stderr else f" (exit status {proc.returncode}; its stderr is above)"
+        raise RuntimeError(f"{module} --measure {setting} failed{said}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
