@@ -57,6 +57,7 @@ def measure(models: Path, rounds: int) -> dict:
     import openvino as ov
 
     from qmedsam.engine import float_ops_for
+    from qmedsam.model_spec import ENCODER_FLOAT
 
     core = ov.Core()
     x = [np.random.default_rng(i).random((1, 3, 256, 256), dtype=np.float32) for i in range(4)]
@@ -65,12 +66,9 @@ def measure(models: Path, rounds: int) -> dict:
     if precision != "auto":
         cfg["INFERENCE_PRECISION_HINT"] = precision
     files = _encoder_files(models)
-    compiled = {}
-    for name, path in files.items():
-        c = dict(cfg, PERF_COUNT=True)
-        if name == "encoder_float":                 # the float model's arithmetic, as the runtime runs it
-            c["INFERENCE_PRECISION_HINT"] = "f32"
-        compiled[name] = core.compile_model(str(path), "CPU", c)
+    # the float encoder in f32, the float model's arithmetic, as the runtime runs it
+    configs = {n: dict(cfg, INFERENCE_PRECISION_HINT="f32") if n == ENCODER_FLOAT.name else cfg for n in files}
+    compiled = {n: core.compile_model(str(path), "CPU", dict(configs[n], PERF_COUNT=True)) for n, path in files.items()}
     requests = {n: m.create_infer_request() for n, m in compiled.items()}
     for r in requests.values():                    # warm-up
         for k in range(2):
@@ -85,9 +83,8 @@ def measure(models: Path, rounds: int) -> dict:
     for n, r in requests.items():
         nodes = [(p.node_name, p.exec_type, p.real_time.total_seconds() * 1000) for p in r.profiling_info
                  if p.status == p.Status.EXECUTED]
-        streams = core.compile_model(str(files[n]), "CPU", dict(
-            cfg, PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=2,
-            **({"INFERENCE_PRECISION_HINT": "f32"} if n == "encoder_float" else {})))
+        streams = core.compile_model(str(files[n]), "CPU",
+                                     dict(configs[n], PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=2))
         queue = ov.AsyncInferQueue(streams, 2)
         for k in range(4):
             queue.start_async({0: x[k]})

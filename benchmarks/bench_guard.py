@@ -20,8 +20,8 @@ import numpy as np
 from benchmarks.cpu import describe, run_setting, settings
 from qmedsam.cases import Case
 from qmedsam.engine import Engine, EngineOptions, float_ops_for
-from qmedsam.int8_guard import (MIN_DICE, PROBE_SLICES, SURE_DICE, encode_probes, pixel_dice, probe_pairs,
-                                probe_prompts, probe_slices)
+from qmedsam.int8_guard import (MIN_DICE, PROBE_SLICES, SURE_DICE, encode_probes, keeps_int8, pixel_dice,
+                                probe_pairs, probe_prompts, probe_slices, settled)
 from qmedsam.model_spec import ENCODER_FLOAT
 from qmedsam.preprocess import Geometry
 from qmedsam.segment import Options, _Context, Stats, segment_case
@@ -118,11 +118,10 @@ def sequential(probes: dict) -> tuple[bool, int]:
     """What the shipped guard decides from a case's probe statistics (``row["probes"]``): probe
     slices one at a time, stopping once the pooled Dice reaches SURE_DICE, else judged on all
     PROBE_SLICES at MIN_DICE.  Returns (stays int8, probe slices taken)."""
-    for n in range(1, PROBE_SLICES + 1):
-        weighted = probes[f"ends of smallest, {n}"]["weighted"]
-        if n < PROBE_SLICES and weighted is not None and weighted >= SURE_DICE:
+    for n in range(1, PROBE_SLICES):
+        if settled(probes[f"ends of smallest, {n}"]["weighted"]):
             return True, n
-    return weighted is None or weighted >= MIN_DICE, PROBE_SLICES
+    return keeps_int8(probes[f"ends of smallest, {PROBE_SLICES}"]["weighted"]), PROBE_SLICES
 
 
 def report(results: dict) -> None:

@@ -118,8 +118,18 @@ def pixel_dice(pairs) -> float | None:
     return PixelDice().add(pairs).value
 
 
+def settled(agreement: float | None) -> bool:
+    """The probed masks so far agree well enough to stop probing (and keep int8)."""
+    return agreement is not None and agreement >= SURE_DICE
+
+
+def keeps_int8(agreement: float | None) -> bool:
+    """All probes taken: the case stays int8 at this agreement (None: every probed mask empty)."""
+    return agreement is None or agreement >= MIN_DICE
+
+
 def judge(agreement: float | None, int8: str, float_encoder: str, zs: list[int]) -> Verdict:
-    if agreement is None or agreement >= MIN_DICE:
+    if keeps_int8(agreement):
         shown = "every probed mask empty" if agreement is None else f"mask Dice {agreement:.3f}"
         return Verdict(int8, f"int8: probe slices {zs} agree with float ({shown})", agreement, tuple(zs))
     return Verdict(float_encoder, f"float: probe slices {zs} disagree with int8 (mask Dice "
@@ -162,7 +172,7 @@ def choose(case: Case, engine, session) -> tuple[Verdict, Probed]:
             for name, emb in encode_probes(engine, ENCODER_FLOAT.name, case.image, [z]).items():
                 embeddings[name].update(emb)
             dice.add(probe_pairs(embeddings, (int8, ENCODER_FLOAT.name), {z: prompts[z]}, geo, session, kept))
-            if dice.value is not None and dice.value >= SURE_DICE:
+            if settled(dice.value):
                 zs = zs[:k + 1]
                 break
         verdict = judge(dice.value, int8, ENCODER_FLOAT.name, zs)
