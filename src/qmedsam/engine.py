@@ -204,6 +204,13 @@ class Engine:
     def encode(self, tensor: np.ndarray) -> np.ndarray:
         return self.finish_encode(self.start_encode(tensor))
 
+    def release_encoder(self, name: str) -> None:
+        """Free the scratch memory of encoder graph ``name`` if it is loaded (the guard's encoder
+        that a case does not run: about 75 MB an infer request that has run); using it again later
+        allocates the scratch anew."""
+        if name in self._encoders:
+            self._encoders[name][0].release_memory()
+
     def release(self, graph: str) -> None:
         """Free the scratch memory of ``graph`` ('encoder' or 'decoder_image') when it will not run
         again in this case (a 2D image's last encoder pass, its last per-image decoder step); its

@@ -177,5 +177,7 @@ def choose(case: Case, engine, session) -> tuple[Verdict, Probed]:
                 break
         verdict = judge(dice.value, int8, ENCODER_FLOAT.name, zs)
         probed = Probed(embeddings[verdict.encoder], kept if kept and verdict.encoder == int8 else {})
+        # the encoder the case will not run gives its scratch back before the case's own pass
+        engine.release_encoder(ENCODER_FLOAT.name if verdict.encoder == int8 else int8)
     engine.use_encoder(verdict.encoder)
     return verdict, probed

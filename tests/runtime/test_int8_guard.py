@@ -49,6 +49,7 @@ class TwoEncoders:
         self.encoder = self.primary = ENCODER.name
         self.fallback = ENCODER_FLOAT.name
         self.encoded = {ENCODER.name: 0, ENCODER_FLOAT.name: 0}
+        self.released: list[str] = []              # encoder graphs whose scratch was given back
         self._emb = 0.0
 
     def use_encoder(self, name):
@@ -75,6 +76,9 @@ class TwoEncoders:
 
     def release(self, graph):
         pass
+
+    def release_encoder(self, name):
+        self.released.append(name)
 
     def decode(self, boxes, with_iou=False):
         out = np.full((len(boxes), 1, 256, 256), -1.0, np.float32)
@@ -112,6 +116,8 @@ def test_a_3d_case_runs_in_float_only_where_its_probes_disagree(shift, expected,
     other = ENCODER_FLOAT.name if expected == ENCODER.name else ENCODER.name
     assert eng.encoded[expected] == stats.slices_encoded and eng.encoded[other] == len(probes)
     assert stats.slices_encoded == 10 and seg.max() == 2
+    # the encoder the case does not run gives its scratch memory back before the case's own pass
+    assert eng.released == [other]
 
 
 @pytest.mark.parametrize("mode", ["fixed", "propagate", "guided"])
@@ -187,6 +193,14 @@ def test_the_fallback_encoder_is_the_float_encoder(guarded_engine):
     finally:
         guarded_engine.use_encoder(ENCODER.name)
     np.testing.assert_array_equal(guarded_engine.encode(x), int8)
+
+
+def test_a_released_encoder_encodes_as_before(guarded_engine):
+    x = np.random.default_rng(2).random((1, 3, 256, 256), dtype=np.float32)
+    before = guarded_engine.encode_with(ENCODER_FLOAT.name, x)
+    guarded_engine.release_encoder(ENCODER_FLOAT.name)
+    guarded_engine.release_encoder("encoder_not_loaded")       # nothing to give back: no error
+    np.testing.assert_array_equal(guarded_engine.encode_with(ENCODER_FLOAT.name, x), before)
 
 
 def test_an_encoder_not_loaded_is_refused():
