@@ -159,6 +159,16 @@ bench-predict: $(STAMP)
 bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_prompting $(if $(ONLY),--only $(ONLY))
 
+# the precision settings on a case set shaped like a real one (tools/case_mix.py), organiser-style,
+# interleaved case by case, both CPU settings; the policy's per-CPU-class rates table
+.PHONY: bench-mix bench-rates
+bench-mix: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
+	$(PY) -m benchmarks.bench_mix $(if $(MATCH),--match $(MATCH)) $(if $(SETTINGS),--settings "$(SETTINGS)") \
+	  $(if $(VERSIONS),--versions "$(VERSIONS)")
+
+bench-rates: $(STAMP)
+	$(PY) -m benchmarks.bench_rates $(if $(WRITE),--write)
+
 # ---- the submission image -------------------------------------------------------------
 IMAGE ?= qmedsam:latest
 BASE ?= python:3.11-slim-bookworm

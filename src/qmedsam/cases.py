@@ -141,3 +141,13 @@ def load_case(path: str | Path) -> Case:
         h, w = image.shape[:2]
         boxes, notes = _check_boxes(raw_boxes, w, h, None)
     return Case(name, np.ascontiguousarray(image), boxes, spacing, notes)
+
+
+def peek_boxes(path: str | Path) -> np.ndarray | None:
+    """A case's raw boxes without reading its image (npz members load one at a time), for planning
+    before the models load; None where they cannot be read (:func:`load_case` then says why)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return np.asarray(data["boxes"]) if "boxes" in data.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None

@@ -8,6 +8,7 @@ contract (:mod:`qmedsam.model_spec`), which ``make export`` writes by.
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,27 +118,22 @@ class Engine:
             config[hints.inference_precision] = options.float_precision
         if options.threads:
             config[props.inference_num_threads] = int(options.threads)
+        # A float encoder is the float model's (and the reference the int8 one is judged against):
+        # f32 arithmetic unless bf16 is asked for; the int8 graphs and the decoder take the setting.
+        f32 = dict(config, **{hints.inference_precision: "f32"})
+        self._core, self._config, self._f32, self._float_precision = core, config, f32, options.float_precision
+        self._model_dir = model_dir
+        self.load_seconds: dict[str, float] = {}        # graph -> seconds its load took, as loads finish
         # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the graphs
         # load side by side (OpenVINO releases the GIL while it loads).
         pool = ThreadPoolExecutor(len(GRAPHS) + 1)
         specs = {g.name: ENCODERS[encoder] if g is ENCODER else g for g in GRAPHS}
-
-        # A float encoder is the float model's (and the reference the int8 one is judged against):
-        # f32 arithmetic unless bf16 is asked for; the int8 graphs and the decoder take the setting.
-        f32 = dict(config, **{hints.inference_precision: "f32"})
-
-        def load(spec: GraphSpec):
-            float_encoder = spec.precision == "float" and spec.name in ENCODERS
-            cfg = f32 if float_encoder and options.float_precision == "auto" else config
-            return pool.submit(core.compile_model, str(model_dir / spec.files[0]), "CPU", cfg)
-
-        jobs = {role: load(spec) for role, spec in specs.items()}
-        self._fallback = (fallback, load(ENCODERS[fallback])) if fallback else None
+        jobs = {role: pool.submit(self._compile, spec) for role, spec in specs.items()}
+        self._fallback = (fallback, pool.submit(self._compile, ENCODERS[fallback])) if fallback else None
         pool.shutdown(wait=False)
         compiled = {role: _compiled(job, model_dir) for role, job in jobs.items()}
         for role, spec in specs.items():
             _check_names(compiled[role], spec)
-        self._model_dir = model_dir
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled.values())
         self._compiled = compiled
         self.primary = encoder                         # the encoder graph it was built with
@@ -146,13 +142,36 @@ class Engine:
         self._image = compiled[DECODER_IMAGE.name].create_infer_request()
         self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
         self._prepared = False
-        self._in_flight: set[int] = set()                # ids of encoder requests started, not finished
+        self._in_flight: dict[int, str] = {}            # encoder requests started, not finished -> graph
         self.windows = options.windows
         self.margin = MARGIN                            # pixels around a box inside its window
+        # running totals for a case's cost ledger (qmedsam.ledger): passes per encoder graph,
+        # OpenVINO's seconds of those passes, wall seconds of decoding
+        self.passes: dict[str, int] = {}
+        self.encoder_seconds = 0.0
+        self.decode_seconds = 0.0
+
+    def _compile(self, spec: GraphSpec):
+        """Compile (or load from the cache) one graph of the models folder, timed."""
+        float_encoder = spec.precision == "float" and spec.name in ENCODERS
+        cfg = self._f32 if float_encoder and self._float_precision == "auto" else self._config
+        t = time.perf_counter()
+        compiled = self._core.compile_model(str(self._model_dir / spec.files[0]), "CPU", cfg)
+        self.load_seconds[spec.name] = time.perf_counter() - t
+        return compiled
+
+    def _count_pass(self, name: str, req) -> None:
+        self.passes[name] = self.passes.get(name, 0) + 1
+        self.encoder_seconds += req.latency / 1000.0
 
     @staticmethod
     def _requests(compiled) -> list:
         return [compiled.create_infer_request() for _ in range(2)]
+
+    def has_encoder(self, name: str) -> bool:
+        """Whether encoder graph ``name`` is loaded or can be (its files are in the models folder)."""
+        return name in self._encoders or (name in ENCODERS and all(
+            (self._model_dir / f).is_file() for f in ENCODERS[name].files))
 
     @property
     def fallback(self) -> str | None:
@@ -162,9 +181,15 @@ class Engine:
     def _encoder(self, name: str):
         """(compiled model, its two infer requests) of encoder graph ``name``."""
         if name not in self._encoders:
-            if self.fallback != name:
-                raise EngineError(f"encoder {name} was not loaded (have {', '.join(self._encoders)})")
-            compiled = _compiled(self._fallback[1], self._model_dir)
+            if name not in ENCODERS:
+                raise EngineError(f"no encoder graph {name} (have {', '.join(ENCODERS)})")
+            if self.fallback == name:
+                compiled = _compiled(self._fallback[1], self._model_dir)
+            else:                            # a graph no earlier case ran: loaded now, once
+                try:
+                    compiled = self._compile(ENCODERS[name])
+                except RuntimeError as e:
+                    raise EngineError(f"cannot compile {name} in {self._model_dir}: {str(e).strip().splitlines()[0]}")
             _check_names(compiled, ENCODERS[name])
             self._encoders[name] = (compiled, self._requests(compiled))
         return self._encoders[name]
@@ -186,6 +211,7 @@ class Engine:
         """The embedding of ``tensor`` by encoder graph ``name``, whichever encoder is in use."""
         req = self._idle_request(name)
         req.infer({ENCODER.inputs[0]: tensor})
+        self._count_pass(name, req)
         return req.get_tensor(ENCODER.outputs[0]).data.copy()
 
     def start_encode(self, tensor: np.ndarray):
@@ -193,12 +219,12 @@ class Engine:
         (at most two encodes in flight)."""
         req = self._idle_request(self.encoder)
         req.start_async({ENCODER.inputs[0]: tensor})
-        self._in_flight.add(id(req))
+        self._in_flight[id(req)] = self.encoder
         return req
 
     def finish_encode(self, handle) -> np.ndarray:
         handle.wait()
-        self._in_flight.discard(id(handle))
+        self._count_pass(self._in_flight.pop(id(handle)), handle)
         return handle.get_tensor(ENCODER.outputs[0]).data.copy()
 
     def encode(self, tensor: np.ndarray) -> np.ndarray:
@@ -220,10 +246,12 @@ class Engine:
     def prepare(self, embedding: np.ndarray) -> None:
         """The per-image decoder work for ``embedding``; :meth:`decode` then runs against it (until
         the next ``prepare``).  The state stays in OpenVINO's tensor: no copy."""
+        t = time.perf_counter()
         self._image.infer({DECODER_IMAGE.inputs[0]: embedding})
         for name in DECODER_STATE:
             self._boxes.set_tensor(name, self._image.get_tensor(name))
         self._prepared = True
+        self.decode_seconds += time.perf_counter() - t
 
     def decode(self, boxes: np.ndarray, with_iou: bool = False):
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space, on the prepared image;
@@ -232,7 +260,13 @@ class Engine:
         present; outside its window a box's logits are ``OUTSIDE``."""
         if not self._prepared:
             raise EngineError("decode before prepare: no image embedding has been set for the boxes")
-        boxes = np.ascontiguousarray(boxes, dtype=np.float32)
+        t = time.perf_counter()
+        try:
+            return self._decode(np.ascontiguousarray(boxes, dtype=np.float32), with_iou)
+        finally:
+            self.decode_seconds += time.perf_counter() - t
+
+    def _decode(self, boxes: np.ndarray, with_iou: bool):
         groups = plan_windows(boxes, self.margin, SIZES if self.windows else ())
         if len(groups) == 1 and groups[0][0] is None:
             logits, iou = self._decode_cells(boxes, cells(groups[0][2], None))

@@ -27,12 +27,12 @@ from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor
 
 PROBE_SLICES = 3          # probe slices per case (each: one float and one int8 encoder pass)
 # Lowest int8-vs-float Dice of the probed masks (all pixels together) at which a case stays int8;
-# chosen with `make bench-guard` (README, "The int8 guard").  The lowest single box's Dice decides
+# chosen with `make bench-guard` (docs/decisions/int8-guard.md).  The lowest single box's Dice decides
 # less well: small masks at a structure's end disagree by a few pixels on cases int8 segments well.
 MIN_DICE = 0.93
 # The probes are taken one slice at a time (the end slices of the smallest boxes first), and stop as
 # soon as the probed masks so far agree at least this well: each probe slice costs a float encoder
-# pass (about 0.5 s on 2 cores).  Chosen with `make bench-guard` (README, "The int8 guard").
+# pass (about 0.3-0.5 s on 2 cores).  Chosen with `make bench-guard` (docs/decisions/int8-guard.md).
 SURE_DICE = 0.97
 
 
@@ -149,11 +149,11 @@ class Probed:
 KEEP_BYTES = 32 * 2**20   # probe logits kept for the case's own pass (3 slices of ~40 boxes at full size)
 
 
-def choose(case: Case, engine, session) -> tuple[Verdict, Probed]:
-    """Which encoder runs ``case`` (see the module's doc) on an engine built with an int8 encoder
-    (``engine.primary``) and holding the float one as its fallback; the engine is left set to it.
-    Also returns what the probes made with the chosen encoder (:class:`Probed`)."""
-    int8 = engine.primary
+def choose(case: Case, engine, session, int8: str | None = None) -> tuple[Verdict, Probed]:
+    """Which encoder runs ``case`` (see the module's doc): the int8 encoder graph ``int8`` (default
+    ``engine.primary``) or the float one; the engine is left set to it.  Also returns what the
+    probes made with the chosen encoder (:class:`Probed`)."""
+    int8 = int8 or engine.primary
     engine.use_encoder(int8)
     probed = Probed()
     if not case.is_3d:

@@ -12,6 +12,8 @@ and a last line sums up.  Outputs are written atomically.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import sys
 import threading
@@ -19,8 +21,9 @@ import time
 from pathlib import Path
 
 from qmedsam.atomic import save_segs, save_text
-from qmedsam.cases import CaseError, is_3d_name, load_case
-from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, PRECISIONS, choose_encoder
+from qmedsam.cases import CaseError, is_3d_name, load_case, peek_boxes
+from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, PRECISIONS, W7_ENCODER, choose_encoder
+from qmedsam.ledger import COLUMNS
 from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
 from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit, peak_rss_bytes
 from qmedsam.model_dir import default_models, has_graph, model_dir
@@ -29,7 +32,6 @@ from qmedsam.slice_interpolation import DEFAULT_TAU
 from qmedsam.zoom import MAX_CROPS
 
 CACHE_NAME = ".qmedsam-cache"
-CSV_HEADER = "case,seconds,boxes,slices_encoded,crops_encoded,decoder_calls,peak_rss_mb,precision,status\n"
 
 
 def _env(name: str, default):
@@ -146,18 +148,26 @@ class _EngineWhenReady:
     def __init__(self, build, report=None):
         self._engine, self._error = None, None
         self._report = report
+        self.ready_at: float | None = None       # process age when the models were ready
+        self.waited = 0.0                         # seconds the cases' thread waited for them
 
         def run():
             try:
                 self._engine = build()
             except BaseException as e:  # re-raised in the thread that uses the engine
                 self._error = e
+            from qmedsam.proc_clock import process_age
+
+            self.ready_at = process_age()
 
         self._thread = threading.Thread(target=run, name="qmedsam-models", daemon=True)
         self._thread.start()
 
     def ready(self):
-        self._thread.join()
+        if self._thread.is_alive():
+            t = time.perf_counter()
+            self._thread.join()
+            self.waited += time.perf_counter() - t
         if self._error is not None:
             raise self._error
         if self._report is not None:
@@ -185,17 +195,20 @@ def start(args):
     encoder, why = choose_encoder(args.precision)
     if not has_graph(models, encoder):              # a models folder exported before that encoder
         encoder, why = INT8_ENCODER, f"int8: {models} has no {encoder}.xml"
-    # --precision auto with an int8 encoder: the float one at hand for the guard (qmedsam.int8_guard)
-    fallback = FLOAT_ENCODER if args.precision == "auto" and encoder != FLOAT_ENCODER and has_graph(
-        models, FLOAT_ENCODER) else None
+    fallback = None
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if not cases:
         return cases, None
     float_ops = float_ops_for(args.precision, args.float_ops)
-    if fallback and not any(is_3d_name(p.name) for p in cases):
-        # The guard runs every 2D image with the float encoder: load only the graphs it runs.
-        encoder, fallback = FLOAT_ENCODER, None
-        why = "float: every case is 2D, which the int8 guard runs in float (one encoder pass, less than a probe)"
+    if args.precision == "auto" and has_graph(models, FLOAT_ENCODER):
+        # The policy plans the first case before any model loads (its boxes only: the image is read
+        # while the models load), so that only the graphs it runs load; later cases load more if
+        # their plans need them (qmedsam.policy).
+        from qmedsam.policy import plan_case
+
+        first = plan_case(is_3d_name(cases[0].name), peek_boxes(cases[0]), has_int8=has_graph(models, W7_ENCODER))
+        encoder, why = first.encoder, f"{first.encoder} for the first case ({first.reason})"
+        fallback = FLOAT_ENCODER if first.guard else None
     cache = _cache_dir(args)
     t = time.perf_counter()
 
@@ -213,6 +226,15 @@ def start(args):
                  f"float leftovers: {float_ops}")
 
     return cases, _EngineWhenReady(build, report)
+
+
+def csv_text(rows: list[dict]) -> str:
+    """``efficiency.csv``: one row per case, the cost ledger's columns after the long-standing ones."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _precision_of(args, engine, stats) -> str:
@@ -237,13 +259,18 @@ def main(argv=None) -> int:
     from qmedsam.segment import Options, segment_case
 
     limit = memory_limit()
-    rows, failed = [], 0
+    rows: list[dict] = []
+    failed = 0
     show_progress = not args.quiet and sys.stderr.isatty()     # never in the organisers' logs
+    seen_loads: dict[str, float] = {}                             # graph loads already in a ledger
     for path in cases:
         t0 = time.perf_counter()
         n_boxes, status, stats = 0, "ok", None
+        read_s = write_s = 0.0
+        waited = getattr(engine, "waited", 0.0)
         try:
             case = load_case(path)
+            read_s = time.perf_counter() - t0
             n_boxes = len(case.boxes)
             h, w = case.image.shape[1:3] if case.is_3d else case.image.shape[:2]
             block = (auto_block_size(h, w, limit, current_rss_bytes()) if args.max_boxes == "auto"
@@ -252,7 +279,8 @@ def main(argv=None) -> int:
             try:
                 seg, stats = segment_case(case, engine, Options(
                     max_boxes=block, mode_3d=args.mode_3d, overlap=args.overlap,
-                    zoom_crops=args.zoom_crops if args.zoom == "auto" else 0, guard=args.precision == "auto",
+                    zoom_crops=args.zoom_crops if args.zoom == "auto" else 0,
+                    guard=args.precision == "auto",
                     interpolate=args.interpolate_slices),
                     progress)
             finally:
@@ -260,7 +288,9 @@ def main(argv=None) -> int:
                     progress.close()
             if args.verbose and stats.verdict is not None:
                 _say(f"{path.name}: encoder {stats.verdict.reason}")
+            t_write = time.perf_counter()
             save_segs(args.outputs / path.name, seg)
+            write_s = time.perf_counter() - t_write
             if args.verbose and not rows and stats.first_embedding_at is not None:
                 from qmedsam.proc_clock import process_age
 
@@ -290,10 +320,24 @@ def main(argv=None) -> int:
             between = f" (+ {len(stats.interpolated)} interpolated)" if stats.interpolated else ""
             _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')}{zoomed} "
                  f"encoded{between}, {seconds:.2f} s")
-        rows.append(f"{path.name},{seconds:.3f},{n_boxes},{encoded},{crops},"
-                    f"{stats.decoder_calls if stats else 0},{peak_rss_bytes() / 2**20:.0f},"
-                    f"{_precision_of(args, engine, stats)},{status}\n")
-        save_text(args.outputs / "efficiency.csv", CSV_HEADER + "".join(rows))
+        row = {"case": path.name, "seconds": f"{seconds:.3f}", "boxes": n_boxes, "slices_encoded": encoded,
+               "crops_encoded": crops, "decoder_calls": stats.decoder_calls if stats else 0,
+               "peak_rss_mb": f"{peak_rss_bytes() / 2**20:.0f}", "precision": _precision_of(args, engine, stats),
+               "status": status}
+        if stats is not None:
+            ledger = stats.ledger
+            ledger.read_s, ledger.write_s = read_s, write_s
+            ledger.models_wait_s = getattr(engine, "waited", 0.0) - waited
+            ledger.ready_at_s = getattr(engine, "ready_at", None) if not rows else None
+            ledger.policy = ledger.policy or args.precision
+            loads = getattr(engine, "load_seconds", {})
+            ledger.loads = {k: v for k, v in loads.items() if k not in seen_loads}
+            seen_loads.update(loads)
+            row.update(ledger.columns())
+            if args.verbose:
+                _say(f"{path.name}: ledger: {ledger.line()}")
+        rows.append(row)
+        save_text(args.outputs / "efficiency.csv", csv_text(rows))
     _say(f"{_count(len(cases), 'case', 'cases')}: {len(cases) - failed} ok, {failed} failed, "
          f"{time.perf_counter() - t_start:.2f} s in all")
     return 1 if failed else 0

@@ -7,11 +7,12 @@ from typing import Callable
 
 import numpy as np
 
-from qmedsam import int8_guard
+from qmedsam import int8_guard, policy
 from qmedsam.cases import Case, box_xy
 from qmedsam.embedding_store import EmbeddingStore
 from qmedsam.image_session import EngineLike, ImageSession, Target
 from qmedsam.int8_guard import Verdict
+from qmedsam.ledger import Ledger
 from qmedsam.masks import confidence_map, paste_mask, positive_bounds
 from qmedsam.model_spec import ENCODER
 from qmedsam.plan3d import fixed_plan, propagation_plan
@@ -35,9 +36,10 @@ class Options:
     store_budget: int = 512 * 2**20
     overlap: bool = True
     zoom_crops: int = MAX_CROPS        # 2D: at most this many crops for small boxes (0: no zoom)
-    # int8 encoder with the float one as the engine's fallback: probe each case first
-    # (qmedsam.int8_guard) and run it in float where int8 departs
+    # --precision auto: the precision policy plans each case (qmedsam.policy): the float encoder,
+    # or int8 probed first by the guard (qmedsam.int8_guard) and run in float where it departs
     guard: bool = False
+    plan: policy.Plan | None = None    # a plan to follow instead of the policy's (tests, benchmarks)
     # 3D fixed mode: a slice between two encoded ones takes their mean embedding when they differ
     # by less than this (qmedsam.slice_interpolation; 0: every slice encoded)
     interpolate: float = 0.0
@@ -54,6 +56,7 @@ class Stats:
     planned: int = 0                                      # encoder passes the case will take (0: unknown)
     interpolated: list[int] = field(default_factory=list)  # slices given their neighbours' mean embedding
     progress: Callable[["Stats"], None] | None = None     # told as the work goes on (qmedsam.progress)
+    ledger: Ledger = field(default_factory=Ledger)        # where the case's seconds went
 
     def tick(self) -> None:
         if self.progress is not None:
@@ -333,13 +336,36 @@ def _merge_descending(order, store: EmbeddingStore, fresh_iter):
         yield (z, emb) if emb is not None else next(fresh)
 
 
+def case_plan(case: Case, engine, opts: Options) -> policy.Plan | None:
+    """The plan ``case`` runs under: ``opts.plan``, else the policy's where ``opts.guard`` asks for
+    it and the engine's models folder has a float encoder to run; None: the engine as it is."""
+    if opts.plan is not None or not opts.guard:
+        return opts.plan
+    has = getattr(engine, "has_encoder", lambda name: True)
+    if not has(policy.FLOAT_ENCODER):
+        return None
+    return policy.plan_case(case.is_3d, case.boxes, has_int8=has(policy.W7_ENCODER))
+
+
 def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.ndarray, Stats]:
-    """The label map of ``case`` and its counters; ``progress`` (a function of the counters) is
-    told as the work goes on."""
+    """The label map of ``case`` and its counters (with its cost ledger); ``progress`` (a function
+    of the counters) is told as the work goes on."""
     stats = Stats(progress=progress)
+    ledger = stats.ledger
+    before = (dict(getattr(engine, "passes", {})), getattr(engine, "encoder_seconds", 0.0),
+              getattr(engine, "decode_seconds", 0.0))
     probed = int8_guard.Probed()
-    if opts.guard and getattr(engine, "fallback", None):
-        stats.verdict, probed = int8_guard.choose(case, engine, _Context(engine, opts, stats).session)
+    plan = case_plan(case, engine, opts)
+    if plan is not None:
+        ledger.policy, ledger.reason = plan.label, plan.reason
+        if plan.guard:
+            with ledger.timing("probe_s"):
+                stats.verdict, probed = int8_guard.choose(case, engine, _Context(engine, opts, stats).session,
+                                                          plan.encoder)
+            ledger.probe_slices = len(stats.verdict.probes)
+            ledger.reason = f"{plan.reason}; guard: {stats.verdict.reason}"
+        else:
+            engine.use_encoder(plan.encoder)
     if not case.is_3d:
         seg = segment_2d(case, engine, opts, stats)
     elif opts.mode_3d in ("propagate", "guided"):
@@ -347,4 +373,8 @@ def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.n
                                    known=probed.embeddings)
     else:
         seg = segment_3d_fixed(case, engine, opts, stats, probed.embeddings, probed.logits)
+    passes = getattr(engine, "passes", {})
+    ledger.encoder_passes = {k: v - before[0].get(k, 0) for k, v in passes.items() if v - before[0].get(k, 0)}
+    ledger.encoder_s = getattr(engine, "encoder_seconds", 0.0) - before[1]
+    ledger.decode_s = getattr(engine, "decode_seconds", 0.0) - before[2]
     return seg, stats

@@ -9,7 +9,10 @@ from qmedsam.cases import Case
 from qmedsam.engine import Engine, EngineOptions, EngineError
 from qmedsam.image_session import ImageSession
 from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
+from qmedsam.policy import Plan
 from qmedsam.segment import Options, Stats, segment_case
+
+GUARDED = Plan(ENCODER.name, True, "test: int8 probed by the guard")   # what the policy plans for long cases
 
 
 def test_probe_slices_are_the_ends_of_the_smallest_boxes_first():
@@ -108,7 +111,7 @@ def test_a_3d_case_runs_in_float_only_where_its_probes_disagree(shift, expected,
     agreement between MIN_DICE and SURE_DICE (shift 4) takes every probe slice."""
     assert (_shrunk_dice(1) >= int8_guard.SURE_DICE > _shrunk_dice(4) >= int8_guard.MIN_DICE > _shrunk_dice(12))
     eng = TwoEncoders(shift)
-    seg, stats = segment_case(_volume_case(), eng, Options(guard=True))
+    seg, stats = segment_case(_volume_case(), eng, Options(plan=GUARDED))
     assert stats.verdict.encoder == expected == eng.encoder
     assert stats.verdict.probes == probes
     # the probes are encoded by both encoders; the case by the chosen one, each slice once: its
@@ -127,7 +130,7 @@ def test_the_probes_embeddings_stand_in_for_the_cases_own(mode, shift):
     twice by it: the label map equals the one the same encoder gives without the guard, except
     that in the fixed mode a case kept in int8 has the float masks on its probe slices."""
     guarded = TwoEncoders(shift)
-    seg, stats = segment_case(_volume_case(), guarded, Options(guard=True, mode_3d=mode))
+    seg, stats = segment_case(_volume_case(), guarded, Options(plan=GUARDED, mode_3d=mode))
     plain = TwoEncoders(shift)
     plain.use_encoder(stats.verdict.encoder)
     ref, ref_stats = segment_case(_volume_case(), plain, Options(mode_3d=mode))
@@ -152,7 +155,7 @@ def test_the_probes_embeddings_stand_in_for_the_cases_own(mode, shift):
 
 def test_probe_masks_are_kept_only_within_their_memory_budget(monkeypatch):
     monkeypatch.setattr(int8_guard, "KEEP_BYTES", 0)
-    seg, stats = segment_case(_volume_case(), TwoEncoders(4), Options(guard=True))
+    seg, stats = segment_case(_volume_case(), TwoEncoders(4), Options(plan=GUARDED))
     ref, ref_stats = segment_case(_volume_case(), TwoEncoders(4), Options())
     np.testing.assert_array_equal(seg, ref)
     assert stats.decoder_calls == ref_stats.decoder_calls + 6
@@ -161,9 +164,9 @@ def test_probe_masks_are_kept_only_within_their_memory_budget(monkeypatch):
 def test_a_2d_case_runs_in_float_and_the_next_case_starts_from_int8_again():
     eng = TwoEncoders(0)
     img = np.zeros((64, 64, 3), np.uint8)
-    _, stats = segment_case(Case("2DBox_MR_0001.npz", img, np.array([[4, 4, 40, 40]])), eng, Options(guard=True))
+    _, stats = segment_case(Case("2DBox_MR_0001.npz", img, np.array([[4, 4, 40, 40]])), eng, Options(plan=GUARDED))
     assert stats.verdict.encoder == ENCODER_FLOAT.name and eng.encoded == {ENCODER.name: 0, ENCODER_FLOAT.name: 1}
-    _, stats = segment_case(_volume_case(), eng, Options(guard=True))
+    _, stats = segment_case(_volume_case(), eng, Options(plan=GUARDED))
     assert stats.verdict.encoder == ENCODER.name
 
 
@@ -171,9 +174,9 @@ def test_without_the_guard_or_a_fallback_the_engine_is_left_alone():
     eng = TwoEncoders(12)
     _, stats = segment_case(_volume_case(), eng, Options())
     assert stats.verdict is None and eng.encoded[ENCODER_FLOAT.name] == 0
-    eng.fallback = None
+    eng.has_encoder = lambda name: name != ENCODER_FLOAT.name      # a models folder with no float encoder
     _, stats = segment_case(_volume_case(), eng, Options(guard=True))
-    assert stats.verdict is None
+    assert stats.verdict is None and eng.encoded[ENCODER_FLOAT.name] == 0
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +206,13 @@ def test_a_released_encoder_encodes_as_before(guarded_engine):
     np.testing.assert_array_equal(guarded_engine.encode_with(ENCODER_FLOAT.name, x), before)
 
 
-def test_an_encoder_not_loaded_is_refused():
-    with pytest.raises(EngineError, match="was not loaded"):
-        Engine(MODELS, EngineOptions(float_precision="f32")).use_encoder(ENCODER_FLOAT.name)
+def test_an_encoder_loads_on_first_use_and_one_not_in_the_folder_is_refused(tmp_path):
+    engine = Engine(MODELS, EngineOptions(float_precision="f32"))
+    assert ENCODER_FLOAT.name not in engine.load_seconds
+    engine.use_encoder(ENCODER_FLOAT.name)                 # a later case's plan: loaded then, once
+    assert engine.encoder == ENCODER_FLOAT.name and ENCODER_FLOAT.name in engine.load_seconds
+    with pytest.raises(EngineError, match="no encoder graph"):
+        engine.use_encoder("encoder_unknown")
 
 
 def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine):
@@ -260,13 +267,12 @@ def test_2d_cases_get_the_float_answer_whatever_runs_beside_them(tmp_path):
 
     two_d = "2DBox_CT_0002.npz"
     said, csv = predict([two_d], "alone")
-    assert ",float,ok" in csv
-    said_mixed, _ = predict([two_d, "3DBox_CT_0001.npz"], "mixed")
-    encoder, why = choose_encoder("auto")
+    assert ",float,ok" in csv and "encoder_w7" not in csv
+    said_mixed, csv_mixed = predict([two_d, "3DBox_CT_0001.npz"], "mixed")
+    encoder, _ = choose_encoder("auto")
     if encoder == ENCODER_FLOAT.name:      # a CPU where int8 does not pay: float for every case, no guard
-        assert why in said and why in said_mixed and "guarded" not in said_mixed
-    else:
-        assert "every case is 2D" in said
-        assert "guarded per case" in said_mixed and f"{two_d}: encoder float" in said_mixed
+        assert "guard:" not in csv_mixed
+    else:                                  # the 34-slice volume pays for the guard: int8 loads for it only
+        assert "int8+guard" in csv_mixed.splitlines()[2] and "encoder_w7" in csv_mixed.splitlines()[2]
     np.testing.assert_array_equal(np.load(tmp_path / "alone" / two_d)["segs"],
                                   np.load(tmp_path / "mixed" / two_d)["segs"])

@@ -1,4 +1,5 @@
 """The runtime predictor on real and synthetic cases, with the committed int8 models."""
+import csv
 import os
 import shutil
 import subprocess
@@ -239,14 +240,21 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
         said[name] = next(line for line in err.splitlines() if "models ready" in line)
         said[name + ", case"] = next((line for line in err.splitlines() if "2DBox_CT_0002.npz: encoder" in line), "")
         segs[name] = np.load(out / "2DBox_CT_0002.npz")["segs"]
-        segs[name + ", precision"] = (out / "efficiency.csv").read_text().splitlines()[1].split(",")[-2]
-    assert "encoder float: this CPU has no AVX-512, VNNI or AMX" in said["avx2"] and not said["avx2, case"]
-    assert "encoder int8, 7-bit weights: this CPU has fast int8" in said["vnni"] and "guarded per case" in said["vnni"]
-    assert "encoder float: a 2D image is one encoder pass" in said["vnni, case"]      # the guard's choice
+        with open(out / "efficiency.csv", newline="") as f:
+            said[name + ", ledger"] = {r["case"]: r for r in csv.DictReader(f)}
+    ledger = {name: said[name + ", ledger"] for name in runs}
+    two_d, three_d = "2DBox_CT_0002.npz", "3DBox_CT_9999.npz"
+    # where int8 does not pay (AVX2), both cases run the float encoder, and say why
+    assert ledger["avx2"][three_d]["policy"] == "float" and "int8 does not pay" in ledger["avx2"][three_d]["reason"]
+    # elsewhere a 2D case runs in float, and a 3-slice case is too short to pay for the guard's probe
+    for name in ("vnni", "avx512 without vnni"):
+        assert ledger[name][two_d]["policy"] == "float" and "2D image" in ledger[name][two_d]["reason"]
+        assert ledger[name][three_d]["policy"] == "float" and "expected" in ledger[name][three_d]["reason"]
+        assert "encoder_w7" not in ledger[name][three_d]["graph_loads"] + ledger[name][two_d]["graph_loads"]
+    # a models folder without the float encoder runs its int8 one, unguarded
     assert "encoder int8: " in said["avx2, older folder"] and "has no encoder_float.xml" in said["avx2, older folder"]
-    assert "guarded" not in said["avx2, older folder"]             # no float encoder at hand: no guard
-    assert "encoder int8, 7-bit weights: this CPU has fast int8" in said["avx512 without vnni"]
-    assert [segs[f"{k}, precision"] for k in runs] == ["float", "float", "int8", "float"]
+    assert ledger["avx2, older folder"][two_d]["policy"] == "auto"
+    assert [ledger[k][two_d]["precision"] for k in runs] == ["float", "float", "int8", "float"]
     base = tmp_path / "float-base"                      # --precision fp32 reads BASE/fp32
     base.mkdir()
     (base / "fp32").symlink_to(fp32_dir)

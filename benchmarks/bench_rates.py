@@ -1,0 +1,118 @@
+"""``make bench-rates``: the per-CPU-class seconds the precision policy prices a case with.
+
+Each CPU class (:func:`qmedsam.policy.cpu_class`) this CPU can stand in for is measured in a fresh
+process under the matching oneDNN ISA cap (AMX, AVX-512 with VNNI and bf16, with VNNI only,
+AVX-512 alone as the organisers' CPU, AVX2): a float and an int8 (7-bit) encoder pass with the
+float leftovers the predictor would use there, loading each encoder from a warm compile cache,
+and decoding one box.  Writes ``src/qmedsam/cpu_rates.json`` (``--write``) and prints the table.
+The figures' scale follows the CPU; the policy only compares them with each other.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.cpu import describe
+
+ROOT = Path(__file__).resolve().parents[1]
+# class -> the ISA cap that makes this CPU run as that class
+CAPS = {"amx": "", "avx512_bf16": "AVX512_CORE_BF16", "avx512_vnni": "AVX512_CORE_VNNI",
+        "avx512": "AVX512_CORE", "avx2": "AVX2"}
+
+
+def measure(models: Path, cache: Path, runs: int = 7) -> dict:
+    """Seconds of this process's CPU setting (the cap is already in the environment)."""
+    import numpy as np
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    from qmedsam.engine import float_ops_for
+
+    core = ov.Core()
+    core.set_property({props.cache_dir: str(cache)})
+    base = {hints.performance_mode: hints.PerformanceMode.LATENCY}
+    int8_ops = float_ops_for("auto")
+    int8_cfg = dict(base, **({} if int8_ops == "auto" else {hints.inference_precision: int8_ops}))
+    f32_cfg = dict(base, **{hints.inference_precision: "f32"})
+    x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    out = {}
+    for key, graph, cfg in (("float", "encoder_float", f32_cfg), ("int8", "encoder_w7", int8_cfg)):
+        t = time.perf_counter()
+        compiled = core.compile_model(str(models / f"{graph}.xml"), "CPU", cfg)
+        out[f"{key}_load"] = time.perf_counter() - t
+        req = compiled.create_infer_request()
+        req.infer({"image": x})
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            req.infer({"image": x})
+            times.append(time.perf_counter() - t)
+        out[f"{key}_pass"] = statistics.median(times)
+        emb = req.get_tensor("image_embedding").data.copy()
+    from qmedsam.engine import Engine, EngineOptions
+
+    engine = Engine(models, EngineOptions(cache, float_precision=int8_ops, encoder="encoder_w7"))
+    engine.prepare(emb)
+    boxes = np.asarray([[[60.0, 70.0, 110.0, 130.0]]], np.float32)
+    engine.decode(boxes)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        engine.decode(boxes)
+        times.append(time.perf_counter() - t)
+    out["decode_box"] = statistics.median(times)
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+def run_class(cls: str, models: Path, cache: Path) -> dict:
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if CAPS[cls]:
+        env["ONEDNN_MAX_CPU_ISA"] = CAPS[cls]
+    cmd = [sys.executable, "-m", "benchmarks.bench_rates", "--measure", "--models", str(models), "--cache", str(cache)]
+    subprocess.run(cmd, env=env, check=True, capture_output=True)          # fills the compile cache
+    proc = subprocess.run(cmd, env=env, check=True, capture_output=True, encoding="utf-8")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, default=ROOT / "models")
+    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--write", action="store_true", help="write the table into src/qmedsam/cpu_rates.json")
+    args = ap.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.models, args.cache)))
+        return 0
+    from qmedsam.policy import RATES_FILE, cpu_class
+
+    here = cpu_class()
+    order = list(CAPS)
+    classes = order[order.index(here):]          # this CPU and every class below it
+    print(f"CPU: {describe()}; runs as class {here}")
+    table = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for cls in classes:
+            table[cls] = run_class(cls, args.models, Path(tmp) / cls)
+            r = table[cls]
+            print(f"  {cls:12s} float pass {r['float_pass']:.3f} s, int8 pass {r['int8_pass']:.3f} s "
+                  f"({r['float_pass'] / r['int8_pass']:.2f}x); load float {r['float_load']:.3f} s, int8 "
+                  f"{r['int8_load']:.3f} s; decode a box {1000 * r['decode_box']:.1f} ms", flush=True)
+    if args.write:
+        RATES_FILE.write_text(json.dumps({"cpu": describe(), "made_by": "make bench-rates", "classes": table},
+                                         indent=1) + "\n")
+        print(f"written: {RATES_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

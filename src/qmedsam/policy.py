@@ -1,0 +1,119 @@
+"""The precision policy of ``--precision auto``: which encoder a case runs, decided before any model loads.
+
+What is known up front is enough to price a case: whether it is 2D or 3D, how many encoder passes
+it plans (its slices, or its image and zoom canvases), and this CPU's class.  For each class the
+shipped table ``cpu_rates.json`` (``make bench-rates``) holds the seconds of a float and of an
+int8 encoder pass, of loading each encoder from the compile cache, and of decoding a probe's box.
+A case then takes the cheaper of
+
+* **float**: the float encoder on every pass (exact; nothing else to load), and
+* **int8 + guard** (:mod:`qmedsam.int8_guard`): both encoders load, one to three probe slices are
+  encoded by both and compared, and the rest runs in int8 unless the probes disagree.
+
+int8 without the guard is never the default: it loses points on some MR lesions.  A 2D image runs
+in float: its one or few passes cannot pay for a probe, and unguarded int8 departs on 2D MR.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qmedsam import encoder_choice
+from qmedsam.encoder_choice import FLOAT_ENCODER, W7_ENCODER, int8_pays
+
+RATES_FILE = Path(__file__).with_name("cpu_rates.json")
+EXPECTED_PROBES = 1.5        # probe slices a guarded case takes on average (1 to 3; make bench-guard)
+FALLBACK_SHARE = 0.15        # share of guarded cases whose probes disagree, which then run in float
+
+
+def cpu_class(flags: set[str] | None = None, isa_cap: str | None = None) -> str:
+    """'amx', 'avx512_bf16' (VNNI and native bf16), 'avx512_vnni', 'avx512' (the organisers' kind)
+    or 'avx2', as oneDNN will run on this CPU under the ISA cap (``ONEDNN_MAX_CPU_ISA``) in force."""
+    flags = encoder_choice.cpu_flags() if flags is None else flags
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap).strip().upper()
+    allowed = {"": 5, "ALL": 5, "AVX512_CORE_AMX": 5, "AVX512_CORE_AMX_FP16": 5, "AVX10_1_512_AMX": 5,
+               "AVX10_1_512_AMX_FP16": 5, "AVX512_CORE_FP16": 4, "AVX512_CORE_BF16": 4, "AVX10_1_512": 4,
+               "AVX512_CORE_VNNI": 3, "AVX512_CORE": 2}.get(cap, 1)
+    have = (5 if "amx_int8" in flags else 4 if "avx512_bf16" in flags else 3 if "avx512_vnni" in flags
+            else 2 if "avx512f" in flags else 1) if flags else 5
+    return ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx")[min(allowed, have) - 1]
+
+
+def load_rates(path: Path = RATES_FILE) -> dict:
+    """CPU class -> measured seconds (see the module's doc); empty where the table is missing."""
+    try:
+        return json.loads(path.read_text())["classes"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a case runs: ``encoder`` first, and whether the guard probes it (``guard``: the case
+    may end in float)."""
+    encoder: str
+    guard: bool
+    reason: str
+    expected: dict = field(default_factory=dict)      # candidate -> expected seconds of its model work
+
+    @property
+    def label(self) -> str:
+        return "int8+guard" if self.guard else ("float" if self.encoder == FLOAT_ENCODER else "int8")
+
+
+def expected_seconds(passes: int, boxes_per_probe: float, rate: dict) -> dict:
+    """Expected seconds of a 3D case's model work that the two candidates do not share."""
+    f, q = rate["float_pass"], rate["int8_pass"]
+    k = min(EXPECTED_PROBES, passes)
+    probe = f + q + 2 * boxes_per_probe * rate["decode_box"]
+    rest = (passes - k) * (q + FALLBACK_SHARE * (f - q))
+    return {"float": rate["float_load"] + passes * f,
+            "int8+guard": rate["float_load"] + rate["int8_load"] + k * probe + rest}
+
+
+def decide(is_3d: bool, passes: int, boxes_per_slice: float, rates: dict | None = None,
+           flags: set[str] | None = None, isa_cap: str | None = None, has_int8: bool = True) -> Plan:
+    """The plan of one case under ``--precision auto``: ``passes`` encoder passes planned, about
+    ``boxes_per_slice`` boxes decoded on a slice."""
+    flags = encoder_choice.cpu_flags() if flags is None else flags
+    cls = cpu_class(flags, isa_cap)
+    if not has_int8 or not int8_pays(flags, isa_cap if isa_cap is not None else os.environ.get("ONEDNN_MAX_CPU_ISA")):
+        return Plan(FLOAT_ENCODER, False, f"float: int8 does not pay on this CPU ({cls})")
+    if not is_3d:
+        return Plan(FLOAT_ENCODER, False, "float: a 2D image's few encoder passes cannot pay for a guard probe")
+    rate = (load_rates() if rates is None else rates).get(cls)
+    if rate is None:
+        return Plan(W7_ENCODER, True, f"int8+guard: no measured rates for CPU class {cls}")
+    cost = expected_seconds(passes, boxes_per_slice, rate)
+    best = min(cost, key=cost.get)
+    shown = ", ".join(f"{k} {v:.2f} s" for k, v in cost.items())
+    plan_of = {"float": (FLOAT_ENCODER, False), "int8+guard": (W7_ENCODER, True)}
+    return Plan(*plan_of[best], f"{best}: {passes} encoder passes on a {cls} CPU, expected {shown}", cost)
+
+
+def slice_load(boxes3d) -> tuple[int, float]:
+    """(slices a 3D case's boxes touch, mean boxes per touched slice): its planned encoder passes
+    and decoding per probe; (0, 0.0) for boxes that are not (N, 6)."""
+    import numpy as np
+
+    b = np.asarray(boxes3d)
+    if b.ndim != 2 or b.shape[1] != 6 or len(b) == 0 or not np.isfinite(b).all():
+        return 0, 0.0
+    z0, z1 = np.round(b[:, 2]).astype(np.int64), np.round(b[:, 5]).astype(np.int64)
+    spans = np.maximum(z1 - z0 + 1, 0)
+    lo, hi = int(z0.min()), int(z1.max())
+    if hi < lo or hi - lo > 100_000:
+        return 0, 0.0
+    touched = np.zeros(hi - lo + 1, bool)
+    for a, c in zip(z0, z1):
+        touched[a - lo:c - lo + 1] = True
+    n = int(touched.sum())
+    return n, float(spans.sum()) / n if n else 0.0
+
+
+def plan_case(is_3d: bool, boxes, rates: dict | None = None, flags=None, isa_cap=None, has_int8: bool = True) -> Plan:
+    """:func:`decide` for a case from its raw boxes (a case's boxes, or :func:`qmedsam.cases.peek_boxes`)."""
+    passes, per_slice = slice_load(boxes) if is_3d and boxes is not None else (1, 1.0)
+    return decide(is_3d, max(passes, 1), per_slice, rates, flags, isa_cap, has_int8)
