@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from qmedsam import int8_guard, policy
-from qmedsam.cases import Case, box_xy
+from qmedsam.cases import Case, box_xy, modality_of
 from qmedsam.embedding_store import EmbeddingStore
 from qmedsam.image_session import EngineLike, ImageSession, Target
 from qmedsam.int8_guard import Verdict
@@ -344,7 +344,7 @@ def case_plan(case: Case, engine, opts: Options) -> policy.Plan | None:
     has = getattr(engine, "has_encoder", lambda name: True)
     if not has(policy.FLOAT_ENCODER):
         return None
-    return policy.plan_case(case.is_3d, case.boxes, has_int8=has(policy.W7_ENCODER))
+    return policy.plan_case(case.is_3d, case.boxes, has_int8=has(policy.W7_ENCODER), modality=modality_of(case.name))
 
 
 def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.ndarray, Stats]:
