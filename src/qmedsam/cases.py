@@ -109,6 +109,7 @@ def _check_boxes(raw: np.ndarray, width: int, height: int, depth: int | None):
 
 
 def load_case(path: str | Path) -> Case:
+    """Read and check the case file at ``path`` (:func:`check_case`)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -122,7 +123,12 @@ def load_case(path: str | Path) -> Case:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CaseError(f"unreadable npz ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    name = path.name
+    return check_case(path.name, image, raw_boxes, spacing)
+
+
+def check_case(name: str, image, raw_boxes, spacing=None) -> Case:
+    """A clean :class:`Case` from a case's arrays (``name`` says 2D or 3D), or :class:`CaseError`
+    with a one-line reason; the command line and the Python API check cases here."""
     image = _as_uint8(np.asarray(image))
     if is_3d_name(name):
         if image.ndim != 3 or min(image.shape) < 1:

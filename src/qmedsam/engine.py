@@ -142,6 +142,7 @@ class Engine:
         self._image = compiled[DECODER_IMAGE.name].create_infer_request()
         self._boxes = compiled[DECODER_BOXES.name].create_infer_request()
         self._prepared = False
+        self.prepared_token = 0                         # which prepare() the decoder's state is from
         self._in_flight: dict[int, str] = {}            # encoder requests started, not finished -> graph
         self.windows = options.windows
         self.margin = MARGIN                            # pixels around a box inside its window
@@ -243,15 +244,18 @@ class Engine:
         output stays valid.  Running it again later allocates the scratch anew."""
         self._compiled[graph].release_memory()
 
-    def prepare(self, embedding: np.ndarray) -> None:
+    def prepare(self, embedding: np.ndarray) -> int:
         """The per-image decoder work for ``embedding``; :meth:`decode` then runs against it (until
-        the next ``prepare``).  The state stays in OpenVINO's tensor: no copy."""
+        the next ``prepare``).  The state stays in OpenVINO's tensor: no copy.  Returns a token that
+        :attr:`prepared_token` keeps while this state is the one decoded against."""
         t = time.perf_counter()
         self._image.infer({DECODER_IMAGE.inputs[0]: embedding})
         for name in DECODER_STATE:
             self._boxes.set_tensor(name, self._image.get_tensor(name))
         self._prepared = True
+        self.prepared_token += 1
         self.decode_seconds += time.perf_counter() - t
+        return self.prepared_token
 
     def decode(self, boxes: np.ndarray, with_iou: bool = False):
         """Low-res logits (B, 1, 256, 256) for boxes (B, 1, 4) in 256-space, on the prepared image;

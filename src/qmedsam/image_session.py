@@ -1,7 +1,9 @@
 """One encoded image (a 2D image, a slice, a zoom canvas) and the decoding done against it.
 
 An :class:`ImageSession` owns an image's embedding once it is set into the decoder (the
-per-image decoder step runs then, once), decodes boxes against it in blocks of at most
+per-image decoder step runs then, once; again only if another session on the same engine has set
+its own image since, so that sessions never decode against each other's state), decodes boxes
+against it in blocks of at most
 ``max_boxes`` (the one block loop of the runtime: only one block's logits are held at a time),
 and pastes each mask into a label map through the image's confidence map
 (:func:`qmedsam.masks.paste_mask`).  It refuses to decode before an image is set.  The 2D,
@@ -63,11 +65,14 @@ class ImageSession:
     def __init__(self, engine: EngineLike, max_boxes: int, stats):
         self.engine, self.max_boxes, self.stats = engine, max_boxes, stats
         self._set = False
+        self._embedding: np.ndarray | None = None
+        self._token = None          # the engine's token of the decoder state set from this image
 
     def set_image(self, embedding: np.ndarray, last: bool = False) -> "ImageSession":
         """The per-image decoder step for ``embedding``; with ``last`` (no other image of the case
         follows) its scratch memory is freed right after."""
-        self.engine.prepare(embedding)
+        self._embedding = embedding
+        self._token = self.engine.prepare(embedding)
         if last:
             self.engine.release(DECODER_IMAGE.name)
         self._set = True
@@ -77,6 +82,8 @@ class ImageSession:
         """One decoder call for boxes (B, 1, 4) in 256-space."""
         if not self._set:
             raise NoImageError("decoding before an image is set: call set_image first")
+        if self._token is not None and getattr(self.engine, "prepared_token", self._token) != self._token:
+            self._token = self.engine.prepare(self._embedding)     # another session's image was set since
         self.stats.decoder_calls += 1
         out = self.engine.decode(boxes, with_iou=with_iou)
         self.stats.boxes_decoded += len(boxes)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 # efficiency.csv's columns, in order: the long-standing ones, then the ledger's
 BASE_COLUMNS = ("case", "seconds", "boxes", "slices_encoded", "crops_encoded", "decoder_calls", "peak_rss_mb",
                 "precision", "status")
-LEDGER_COLUMNS = ("policy", "ready_at_s", "models_wait_s", "graph_loads", "read_s", "probe_s", "probe_slices",
+LEDGER_COLUMNS = ("policy", "ready_at_s", "first_output_at_s", "models_wait_s", "graph_loads", "read_s", "probe_s", "probe_slices",
                   "encoder_passes", "encoder_s", "decode_s", "write_s", "reason")
 COLUMNS = BASE_COLUMNS + LEDGER_COLUMNS
 
@@ -23,6 +23,7 @@ class Ledger:
     policy: str = ""                 # float, int8+guard, int8 or fp32: the plan the case started with
     reason: str = ""                 # why that plan (and the guard's verdict, if it ran)
     ready_at_s: float | None = None  # process start -> the models this case needed were ready
+    first_output_at_s: float | None = None   # process start -> the case's first encoder output
     models_wait_s: float = 0.0       # the case's wait for models still loading
     loads: dict[str, float] = field(default_factory=dict)     # graph -> seconds to load, while this case ran
     read_s: float = 0.0
@@ -46,6 +47,7 @@ class Ledger:
         """The ledger's ``efficiency.csv`` cells."""
         return {"policy": self.policy,
                 "ready_at_s": "" if self.ready_at_s is None else f"{self.ready_at_s:.3f}",
+                "first_output_at_s": "" if self.first_output_at_s is None else f"{self.first_output_at_s:.3f}",
                 "models_wait_s": f"{self.models_wait_s:.3f}",
                 "graph_loads": " ".join(f"{k}={v:.3f}" for k, v in self.loads.items()),
                 "read_s": f"{self.read_s:.3f}", "probe_s": f"{self.probe_s:.3f}",
