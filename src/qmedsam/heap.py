@@ -4,8 +4,8 @@ glibc gives each thread that allocates concurrently an arena of its own, and mem
 one arena is not reused by the others.  The predictor allocates from several threads (the
 model-loading thread, OpenVINO's inference threads, the main thread), so the per-box decoder's
 scratch landed on fresh pages while the per-image step's freed scratch sat in another arena.
-It lowers peak RSS at no measured cost in time (figures in the README,
-"Predictor"); returning freed memory at once as well (``M_TRIM_THRESHOLD`` 0) saved nothing
+It lowers peak RSS at no measured cost in time (figures in
+docs/predictor.md); returning freed memory at once as well (``M_TRIM_THRESHOLD`` 0) saved nothing
 more and cost time, so it is not set.
 
 Call :func:`single_arena` before the first worker thread starts.  On a C library without

@@ -5,7 +5,7 @@ Every other slice of each run of consecutive planned slices (a run's ends always
 slice between two encoded ones is encoded too unless its neighbours' embeddings differ by less
 than TAU (relative L2; 0 turns it off).  How close neighbouring embeddings are depends on the
 slice spacing far more than on the anatomy, and where they differ the mean loses boundary
-detail, so TAU is a measured trade (README, "Fewer encoder passes"): the predictor's default
+detail, so TAU is a measured trade (docs/decisions/slice-interpolation.md): the predictor's default
 keeps mean DSC and NSD on the public volumes within 0.3 points of encoding every slice.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ that and shelf-packed side by side into shared 256x256 canvases, one encoder pas
 Dense crops (a full cell of boxes) keep their whole cell and a canvas each, as before.  Zoom
 spends at most one canvas per :data:`SMALL_BOXES_PER_PASS` small boxes (:func:`zoom_canvases`);
 over that, all tiles are zoomed less until they fit.  The thresholds were chosen by measurement
-on the public nuclei cases (README, "Zoom: how its thresholds were chosen").
+on the public nuclei cases (docs/decisions/zoom.md).
 """
 from __future__ import annotations
 
