@@ -50,6 +50,11 @@ test: $(STAMP) weights
 test-all: $(STAMP) weights
 	$(PY) -m pytest -q -ra
 
+# the wheel in a fresh venv with the runtime's dependencies only: models' sha256, samples identical
+.PHONY: test-wheel
+test-wheel: $(STAMP)
+	$(PY) -m tools.wheel_check
+
 WEIGHT_BITS ?= 8
 CKPT_W7 ?=
 export: $(STAMP) weights
@@ -169,10 +174,15 @@ bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 .PHONY: bench-mix bench-rates
 bench-mix: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_mix $(if $(MATCH),--match $(MATCH)) $(if $(SETTINGS),--settings "$(SETTINGS)") \
-	  $(if $(VERSIONS),--versions "$(VERSIONS)")
+	  $(if $(VERSIONS),--versions "$(VERSIONS)") $(if $(RUNS),--runs $(RUNS))
 
 bench-rates: $(STAMP)
 	$(PY) -m benchmarks.bench_rates $(if $(WRITE),--write)
+
+# can the int8 pass alone tell where int8 departs from float? (a guard without a float pass)
+.PHONY: bench-int8-signals
+bench-int8-signals: $(STAMP)
+	$(PY) -m benchmarks.bench_int8_signals --models $(MODELS)
 
 # ---- the submission image -------------------------------------------------------------
 IMAGE ?= qmedsam:latest

@@ -70,7 +70,7 @@ def probe_stats(engine: Engine, case: Case, counts) -> dict:
     geo = Geometry(*case.image.shape[1:])
     def session(embedding):
         return ImageSession(engine, Options().max_boxes, Stats()).set_image(embedding)
-    embeddings = encode_probes(engine, ENCODER_FLOAT.name, case.image, zs)
+    embeddings = encode_probes(engine, (engine.encoder, ENCODER_FLOAT.name), case.image, zs)
     prompts = probe_prompts(case.boxes, geo, zs)
     out = {}
     for n in counts:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -59,8 +60,10 @@ def geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
 
 
-def measure(cases: list[Path], gts: Path, work: Path, versions: dict, setting: str, warm: list[Path]) -> dict:
-    """Every case in every version, interleaved; returns {case: {version: figures}}."""
+def measure(cases: list[Path], gts: Path, work: Path, versions: dict, setting: str, warm: list[Path],
+            runs: int = 1) -> dict:
+    """Every case in every version, interleaved (``runs`` rounds of the versions per case, the
+    median wall time kept); returns {case: {version: figures}}."""
     from qmedsam_eval.scoring import score_case
 
     env = dict(os.environ, **SETTINGS[setting])
@@ -71,11 +74,17 @@ def measure(cases: list[Path], gts: Path, work: Path, versions: dict, setting: s
     out: dict = {}
     for n, case in enumerate(cases):
         order = list(versions) if n % 2 == 0 else list(reversed(versions))
-        res = {}
-        for v in order:
-            r = run_once(case, work / setting / f"run-{list(versions).index(v)}", caches[v], env, versions[v])
-            score = score_case(gts / case.name, Path(r["pred"]))
-            res[v] = {"wall": r["wall"], "dsc": score.dsc, "nsd": score.nsd, "ledger": r["ledger"]}
+        res, walls = {}, {v: [] for v in versions}
+        for _ in range(runs):
+            for v in order:
+                r = run_once(case, work / setting / f"run-{list(versions).index(v)}", caches[v], env, versions[v])
+                walls[v].append(r["wall"])
+                if v not in res:             # the label map is the same every round: scored once
+                    score = score_case(gts / case.name, Path(r["pred"]))
+                    res[v] = {"dsc": score.dsc, "nsd": score.nsd, "ledger": r["ledger"]}
+        for v in versions:
+            res[v]["wall"] = statistics.median(walls[v])
+            res[v]["walls"] = walls[v]
         out[case.name] = {v: res[v] for v in versions}
         ref = res[REFERENCE]["wall"]
         shown = "  ".join(f"{v} {res[v]['wall']:6.2f} s ({ref / res[v]['wall']:.2f}x, DSC {res[v]['dsc']:.4f})"
@@ -147,6 +156,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-mix")
     ap.add_argument("--match", default="", help="only cases whose name holds this text")
     ap.add_argument("--settings", default="", help="CPU settings to run, comma-separated (default: all that differ here)")
+    ap.add_argument("--runs", type=int, default=1, help="rounds per case; the median wall time is kept")
     ap.add_argument("--resume", type=Path, default=None, help="a results.json whose settings are kept, not rerun")
     ap.add_argument("--versions", default="", help="precision settings to run besides default and fp32, e.g. 'int8'")
     args = ap.parse_args(argv)
@@ -165,13 +175,13 @@ def main(argv=None) -> int:
     if settings_note(chosen):
         print(settings_note(chosen))
     print(f"{len(cases)} cases from {args.mix}; versions: {', '.join(versions)}; one fresh process per case and "
-          f"version, warm compile cache, versions interleaved case by case")
+          f"version, warm compile cache, versions interleaved case by case; median of {args.runs} round(s)")
     args.out.mkdir(parents=True, exist_ok=True)
     all_results = json.loads(args.resume.read_text())["results"] if args.resume else {}
     for setting in (s for s in chosen if s not in all_results):
         print(f"{setting}:", flush=True)
         here = {k: v for k, v in versions.items() if not (SETTINGS[setting] and k in NEEDS_BF16)}
-        all_results[setting] = measure(cases, args.mix / "gts", args.out / "work", here, setting, warm)
+        all_results[setting] = measure(cases, args.mix / "gts", args.out / "work", here, setting, warm, args.runs)
         for line in summary(all_results[setting], here):
             print(line)
         # saved after each setting: --resume takes a stopped run up from there

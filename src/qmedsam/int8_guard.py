@@ -63,14 +63,15 @@ def probe_prompts(boxes3d: np.ndarray, geo: Geometry, zs: list[int]) -> dict[int
     return {z: boxes256[np.asarray(plan[z])] for z in zs}
 
 
-def encode_probes(engine: EngineLike, float_encoder: str, volume: np.ndarray, zs) -> dict[str, dict[int, np.ndarray]]:
-    """Each probe slice of ``volume`` encoded by both encoders: encoder graph -> slice -> embedding
-    (the chosen encoder's are reused by the case's own pass, so a probe costs one extra pass)."""
-    out: dict[str, dict[int, np.ndarray]] = {engine.encoder: {}, float_encoder: {}}
+def encode_probes(engine: EngineLike, encoders: tuple[str, str], volume: np.ndarray, zs) -> dict[str, dict[int, np.ndarray]]:
+    """Each probe slice of ``volume`` encoded by both ``encoders`` (the int8 and the float graph):
+    encoder graph -> slice -> embedding (the chosen encoder's are reused by the case's own pass,
+    so a probe costs one extra pass).  The engine's own encoder is left as it was."""
+    out: dict[str, dict[int, np.ndarray]] = {name: {} for name in encoders}
     for z in zs:
         tensor, _ = image_to_tensor(volume[z])
-        out[engine.encoder][z] = engine.encode(tensor)
-        out[float_encoder][z] = engine.encode_with(float_encoder, tensor)
+        for name in encoders:
+            out[name][z] = engine.encode_with(name, tensor)
     return out
 
 
@@ -151,10 +152,10 @@ KEEP_BYTES = 32 * 2**20   # probe logits kept for the case's own pass (3 slices 
 
 def choose(case: Case, engine, session, int8: str | None = None) -> tuple[Verdict, Probed]:
     """Which encoder runs ``case`` (see the module's doc): the int8 encoder graph ``int8`` (default
-    ``engine.primary``) or the float one; the engine is left set to it.  Also returns what the
-    probes made with the chosen encoder (:class:`Probed`)."""
+    ``engine.primary``) or the float one, as the verdict; the caller runs the case with it (the
+    guard does not switch the engine).  Also returns what the probes made with the chosen encoder
+    (:class:`Probed`)."""
     int8 = int8 or engine.primary
-    engine.use_encoder(int8)
     probed = Probed()
     if not case.is_3d:
         verdict = Verdict(ENCODER_FLOAT.name, "float: a 2D image is one encoder pass, less than a probe costs")
@@ -169,7 +170,7 @@ def choose(case: Case, engine, session, int8: str | None = None) -> tuple[Verdic
         embeddings: dict[str, dict[int, np.ndarray]] = {int8: {}, ENCODER_FLOAT.name: {}}
         dice = PixelDice()
         for k, z in enumerate(zs):        # one slice at a time: a clear agreement ends the probing
-            for name, emb in encode_probes(engine, ENCODER_FLOAT.name, case.image, [z]).items():
+            for name, emb in encode_probes(engine, (int8, ENCODER_FLOAT.name), case.image, [z]).items():
                 embeddings[name].update(emb)
             dice.add(probe_pairs(embeddings, (int8, ENCODER_FLOAT.name), {z: prompts[z]}, geo, session, kept))
             if settled(dice.value):
@@ -179,5 +180,4 @@ def choose(case: Case, engine, session, int8: str | None = None) -> tuple[Verdic
         probed = Probed(embeddings[verdict.encoder], kept if kept and verdict.encoder == int8 else {})
         # the encoder the case will not run gives its scratch back before the case's own pass
         engine.release_encoder(ENCODER_FLOAT.name if verdict.encoder == int8 else int8)
-    engine.use_encoder(verdict.encoder)
     return verdict, probed

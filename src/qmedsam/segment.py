@@ -364,8 +364,7 @@ def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.n
                                                           plan.encoder)
             ledger.probe_slices = len(stats.verdict.probes)
             ledger.reason = f"{plan.reason}; guard: {stats.verdict.reason}"
-        else:
-            engine.use_encoder(plan.encoder)
+        engine.use_encoder(stats.verdict.encoder if plan.guard else plan.encoder)
     if not case.is_3d:
         seg = segment_2d(case, engine, opts, stats)
     elif opts.mode_3d in ("propagate", "guided"):

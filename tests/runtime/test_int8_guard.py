@@ -220,7 +220,7 @@ def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine)
     zs = [2, 9]                     # slice 2 holds the first box, slice 9 both
     prompts = int8_guard.probe_prompts(case.boxes, int8_guard.Geometry(64, 64), zs)
     session = lambda emb: ImageSession(guarded_engine, 8, Stats()).set_image(emb)   # noqa: E731
-    embeddings = int8_guard.encode_probes(guarded_engine, ENCODER_FLOAT.name, case.image, zs)
+    embeddings = int8_guard.encode_probes(guarded_engine, (ENCODER.name, ENCODER_FLOAT.name), case.image, zs)
     assert {name: sorted(e) for name, e in embeddings.items()} == {ENCODER.name: zs, ENCODER_FLOAT.name: zs}
     pairs = list(int8_guard.probe_pairs(embeddings, (ENCODER.name, ENCODER_FLOAT.name), prompts,
                                         int8_guard.Geometry(64, 64), session))
