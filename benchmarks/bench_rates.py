@@ -67,22 +67,20 @@ def measure(models: Path, cache: Path, runs: int = 7) -> dict:
             engine.decode(boxes)
         out[f"{key}_pass"] = (time.perf_counter() - t) / runs
         engine.finish_encode(pending)
-    engine.prepare(emb)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        engine.prepare(emb)
-        times.append(time.perf_counter() - t)
-    out["prepare_image"] = statistics.median(times)
-    boxes = np.asarray([[[60.0, 70.0, 110.0, 130.0]]], np.float32)
-    engine.decode(boxes)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        engine.decode(boxes)
-        times.append(time.perf_counter() - t)
-    out["decode_box"] = statistics.median(times)
+    out["prepare_image"] = _median_seconds(lambda: engine.prepare(emb), runs)
+    out["decode_box"] = _median_seconds(lambda: engine.decode(boxes[:1]), runs)
     return {k: round(v, 4) for k, v in out.items()}
+
+
+def _median_seconds(step, runs: int) -> float:
+    """Median wall seconds of ``step()`` over ``runs`` calls, after one untimed call."""
+    step()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def run_class(cls: str, models: Path, cache: Path, processes: int = 3) -> dict:

@@ -42,22 +42,25 @@ def check(work: Path) -> list[str]:
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     wheels, venv, samples = work / "wheels", work / "venv", ROOT / "samples" / "inputs"
     done = []
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, ROOT])
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", wheels, ROOT], env=clean)
     wheel = next(wheels.glob("qmedsam-*.whl"))
     done.append(f"built {wheel.name} ({wheel.stat().st_size / 2**20:.1f} MiB)")
     _run([sys.executable, "-m", "venv", venv])
     py = venv / "bin" / "python"
-    _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", ROOT / "requirements.txt", wheel])
-    installed = _run([py, "-m", "pip", "list", "--format", "json"]).stdout
+    _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", ROOT / "requirements.txt", wheel],
+         env=clean, cwd=work)
+    installed = _run([py, "-m", "pip", "list", "--format", "json"], env=clean, cwd=work).stdout
     names = {p["name"].lower() for p in json.loads(installed)} - {"pip", "setuptools", "wheel", "qmedsam"}
     allowed = {"numpy", "openvino", "opencv-python-headless", "openvino-telemetry", "packaging"}
+    if "qmedsam" not in {p["name"].lower() for p in json.loads(installed)}:
+        raise AssertionError("the wheel did not install")
     if not names <= allowed:
         raise AssertionError(f"the wheel pulled in more than the runtime's dependencies: {sorted(names - allowed)}")
     done.append(f"installed with {', '.join(sorted(names))}")
     package = Path(_run([py, "-c", "import qmedsam, os; print(os.path.dirname(qmedsam.__file__))"],
                         cwd=work, env=clean).stdout.strip())
-    if ROOT in package.parents:
-        raise AssertionError(f"the venv imports qmedsam from the checkout ({package})")
+    if venv not in package.parents:
+        raise AssertionError(f"the venv imports qmedsam from elsewhere than its own site-packages ({package})")
     manifest = json.loads((package / "models" / "manifest.json").read_text())
     shipped = [f for f in manifest["files"] if "/" not in f]
     for name in shipped:

@@ -86,27 +86,87 @@ class Stats:
 
 
 @dataclass
-class _Context:
-    """What every image of a case is decoded with: the engine, the options, the case's counters."""
+class CaseRun:
+    """One case's run: what every image of it is encoded and decoded with (the engine, the
+    options), its counters and ledger (``stats``), and what the guard's probes left for it:
+    embeddings of slices already encoded (``known``) and masks already decoded (``decoded``),
+    each taken out as it is used.  The 2D, zoom and 3D modes are plans over its sessions."""
 
+    case: Case
     engine: EngineLike
     opts: Options
     stats: Stats
+    known: dict[int, np.ndarray] = field(default_factory=dict)
+    decoded: dict[int, list[np.ndarray]] = field(default_factory=dict)
 
     def session(self, embedding: np.ndarray, last: bool = False) -> ImageSession:
         """A decoding session on ``embedding``; ``last``: no other image of the case follows."""
         return ImageSession(self.engine, self.opts.max_boxes, self.stats).set_image(embedding, last)
 
+    def encoded(self, tensors, overlap: bool | None = None):
+        """Yield (i, embedding) for the model inputs made by ``tensors`` (callables) in order; with
+        overlap (the option, by default) the next input is encoded while the caller decodes the
+        current one."""
+        overlap = self.opts.overlap if overlap is None else overlap
+        engine = self.engine
 
-def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
+        def start(i):
+            return engine.start_encode(tensors[i]())
+
+        pending = start(0) if len(tensors) else None
+        try:
+            for i in range(len(tensors)):
+                emb, pending = engine.finish_encode(pending), None
+                more = i + 1 < len(tensors)
+                if overlap and more:
+                    pending = start(i + 1)
+                yield i, emb
+                if not overlap and more:
+                    pending = start(i + 1)
+        finally:                 # closed early (the case failed): the engine's request is free again
+            if pending is not None:
+                engine.finish_encode(pending)
+
+    def slices(self, zs, overlap: bool | None = None):
+        """Yield (z, embedding) for slices ``zs`` of the volume in order (see :meth:`encoded`); the
+        slices in :attr:`known` are not encoded again."""
+        volume, known = self.case.image, self.known
+        zs = list(zs)
+        fresh = [z for z in zs if z not in known]
+        encoded = self.encoded([lambda z=z: image_to_tensor(volume[z])[0] for z in fresh], overlap)
+        for z in zs:
+            emb = known.pop(z) if z in known else next(encoded)[1]
+            self.stats.note_encoded(z)
+            yield z, emb
+
+    def interpolating_slices(self, zs):
+        """Yield (z, embedding) for every slice of ``zs``, the slices of
+        :func:`~qmedsam.slice_interpolation.gap_slices` after their upper neighbour: their
+        neighbours' mean where those agree within ``opts.interpolate``, else encoded (or known)."""
+        gaps = gap_slices(zs)
+        left = None
+        for z, emb in self.slices([z for z in zs if z not in gaps]):
+            yield z, emb
+            if z - 1 in gaps:
+                mean = None if z - 1 in self.known else between(left, emb, self.opts.interpolate)
+                if mean is not None:
+                    self.stats.interpolated.append(z - 1)
+                    self.stats.tick()
+                    yield z - 1, mean
+                else:
+                    yield from self.slices([z - 1], overlap=False)
+            left = emb
+
+
+def segment_2d(run: CaseRun) -> np.ndarray:
     """The image encoded once for its boxes; small boxes (see :mod:`qmedsam.zoom`) decoded
     against zoomed windows around them instead, packed into canvases, each canvas encoded once.
     After the case's last encoder pass and last per-image decoder step their scratch memory is
     freed (lower peak RSS: the organisers run one case per process)."""
+    case, engine, opts, stats = run.case, run.engine, run.opts, run.stats
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
-    ctx = _Context(engine, opts, stats)
     best = confidence_map(seg.shape)
     canvases, plain = zoom_canvases(*seg.shape, case.boxes, opts.zoom_crops)
     stats.planned = int(len(plain) > 0) + len(canvases)
@@ -116,17 +176,17 @@ def segment_2d(case: Case, engine, opts: Options, stats: Stats) -> np.ndarray:
         stats.note_encoded(0)
         if not canvases:
             engine.release(ENCODER.name)
-        ctx.session(emb, last=not canvases).paste(boxes_to_model(case.boxes[plain], geo), plain + 1,
+        run.session(emb, last=not canvases).paste(boxes_to_model(case.boxes[plain], geo), plain + 1,
                                                   Target(seg, best, geo))
     tensors = [lambda k=k: canvas_to_tensor(case.image, canvases[k]) for k in range(len(canvases))]
-    for k, emb in _encoded(engine, tensors, opts.overlap):
+    for k, emb in run.encoded(tensors):
         last = k == len(canvases) - 1
         if last:
             engine.release(ENCODER.name)
         stats.crops_encoded += 1
         stats.note_embedding()
         stats.tick()
-        _paste_canvas(ctx.session(emb, last), canvases[k], case.boxes, seg, best)
+        _paste_canvas(run.session(emb, last), canvases[k], case.boxes, seg, best)
     return seg
 
 
@@ -143,65 +203,10 @@ def _paste_canvas(session: ImageSession, placed, boxes, seg, best) -> None:
         paste_mask(seg[window], logits[p.y:p.y + h, p.x:p.x + w], int(i) + 1, best[window])
 
 
-def _encoded(engine, tensors, overlap: bool):
-    """Yield (i, embedding) for the model inputs made by ``tensors`` (callables) in order; with
-    ``overlap`` the next input is encoded while the caller decodes the current one."""
-    def start(i):
-        return engine.start_encode(tensors[i]())
-
-    pending = start(0) if len(tensors) else None
-    try:
-        for i in range(len(tensors)):
-            emb, pending = engine.finish_encode(pending), None
-            more = i + 1 < len(tensors)
-            if overlap and more:
-                pending = start(i + 1)
-            yield i, emb
-            if not overlap and more:
-                pending = start(i + 1)
-    finally:                 # closed early (the case failed): the engine's request is free again
-        if pending is not None:
-            engine.finish_encode(pending)
-
-
-def _encoded_slices(engine, volume, zs, overlap: bool, stats: Stats, known: dict[int, np.ndarray] | None = None):
-    """Yield (z, embedding) for slices ``zs`` of ``volume`` in order (see :func:`_encoded`); the
-    slices in ``known`` (slice -> embedding, taken out as they are used: the guard's probes) are
-    not encoded again."""
-    known = {} if known is None else known
-    zs = list(zs)
-    fresh = [z for z in zs if z not in known]
-    encoded = _encoded(engine, [lambda z=z: image_to_tensor(volume[z])[0] for z in fresh], overlap)
-    for z in zs:
-        emb = known.pop(z) if z in known else next(encoded)[1]
-        stats.note_encoded(z)
-        yield z, emb
-
-
-def _interpolating_slices(engine, volume, zs, opts: Options, stats: Stats, known: dict[int, np.ndarray]):
-    """Yield (z, embedding) for every slice of ``zs``, the slices of
-    :func:`~qmedsam.slice_interpolation.gap_slices` after their upper neighbour: their neighbours'
-    mean where those agree within ``opts.interpolate``, else encoded (or taken from ``known``)."""
-    gaps = gap_slices(zs)
-    left = None
-    for z, emb in _encoded_slices(engine, volume, [z for z in zs if z not in gaps], opts.overlap, stats, known):
-        yield z, emb
-        if z - 1 in gaps:
-            mean = None if z - 1 in known else between(left, emb, opts.interpolate)
-            if mean is not None:
-                stats.interpolated.append(z - 1)
-                stats.tick()
-                yield z - 1, mean
-            else:
-                yield from _encoded_slices(engine, volume, [z - 1], False, stats, known)
-        left = emb
-
-
-def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None, decoded=None) -> np.ndarray:
-    """The fixed mode: each box's xy extent on every slice of its z range.  ``known``: embeddings
-    already made (slice -> embedding, as :func:`_encoded_slices`); ``decoded``: slice -> the valid
-    window of each of its boxes' logits, already decoded (the guard's probes, from the float
-    embedding): pasted as they are."""
+def segment_3d_fixed(run: CaseRun) -> np.ndarray:
+    """The fixed mode: each box's xy extent on every slice of its z range.  The run's ``decoded``
+    slices (the guard's probes, from the float embedding) are pasted as they are."""
+    case, stats = run.case, run.stats
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
@@ -210,20 +215,16 @@ def segment_3d_fixed(case: Case, engine, opts: Options, stats: Stats, known=None
     plan = fixed_plan(case.boxes)
     stats.planned = len(plan)
     best = confidence_map(seg.shape[1:])           # each slice is visited once: one map, reset
-    ctx = _Context(engine, opts, stats)
-    known = {} if known is None else known
-    slices = (_interpolating_slices(engine, case.image, list(plan), opts, stats, known) if opts.interpolate > 0
-              else _encoded_slices(engine, case.image, plan, opts.overlap, stats, known))
-    decoded = {} if decoded is None else decoded
+    slices = run.interpolating_slices(list(plan)) if run.opts.interpolate > 0 else run.slices(plan)
     for z, emb in slices:
         idx = np.asarray(plan[z])
         best.fill(0)
         target = Target(seg[z], best, geo)
-        if z in decoded:
-            for i, crop in zip(idx, decoded.pop(z)):
+        if z in run.decoded:
+            for i, crop in zip(idx, run.decoded.pop(z)):
                 target.paste(crop, int(i) + 1)
         else:
-            ctx.session(emb).paste(boxes256[idx], idx + 1, target)
+            run.session(emb).paste(boxes256[idx], idx + 1, target)
     return seg
 
 
@@ -270,8 +271,7 @@ def _guided_step(session: ImageSession, prompts, fixed, labels, target: Target) 
     return following
 
 
-def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided: bool = False,
-                         known=None) -> np.ndarray:
+def segment_3d_propagate(run: CaseRun, guided: bool = False) -> np.ndarray:
     """The baseline's propagation, with every slice encoded once.
 
     Sweep up from each box's middle slice, keeping the embeddings that the
@@ -281,8 +281,9 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
 
     ``guided``: the propagated prompt is clipped to the 3D box's xy extent, and on every slice
     the decoder's IoU prediction picks between it and the fixed box (:func:`_guided_step`).
-    ``known``: embeddings already made (slice -> embedding), as :func:`_encoded_slices`.
+    The run's ``known`` embeddings (the guard's probes) are not encoded again.
     """
+    case, opts, stats = run.case, run.opts, run.stats
     seg = np.zeros(case.label_shape, dtype=case.label_dtype)
     if len(case.boxes) == 0:
         return seg
@@ -297,7 +298,6 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
     prompt_up = base.copy()
     prompt_down = base.copy()
     store = EmbeddingStore(opts.store_budget)
-    ctx = _Context(engine, opts, stats)
     try:
         def sweep(steps, prompts, rows, keep, middle_to=None):
             """Decode each slice's boxes (``rows[z]``) with their current ``prompts``, updating
@@ -306,7 +306,7 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
                 if keep(z):
                     store.put(z, emb)
                 idx = np.asarray(rows[z])
-                session, target = ctx.session(emb), Target(seg[z], best[z], geo)
+                session, target = run.session(emb), Target(seg[z], best[z], geo)
                 if guided:
                     following = _guided_step(session, prompts[idx], base[idx], idx + 1, target)
                 else:
@@ -316,11 +316,11 @@ def segment_3d_propagate(case: Case, engine, opts: Options, stats: Stats, guided
                     if middle_to is not None and z == plan.middle[i]:
                         middle_to[i] = prompts[i]       # the downward chain starts from the middle mask
 
-        sweep(_encoded_slices(engine, case.image, plan.up, opts.overlap, stats, known), prompt_up, plan.up,
+        sweep(run.slices(plan.up), prompt_up, plan.up,
               lambda z: z in reused, middle_to=prompt_down)
         fresh = [z for z in plan.down if z not in reused]
         down_steps = _merge_descending(list(plan.down), store,
-                                       _encoded_slices(engine, case.image, fresh, opts.overlap, stats, known))
+                                       run.slices(fresh))
         sweep(down_steps, prompt_down, plan.down, lambda z: False)
     finally:
         store.close()
@@ -356,22 +356,22 @@ def segment_case(case: Case, engine, opts: Options, progress=None) -> tuple[np.n
               getattr(engine, "decode_seconds", 0.0))
     probed = int8_guard.Probed()
     plan = case_plan(case, engine, opts)
+    run = CaseRun(case, engine, opts, stats)
     if plan is not None:
         ledger.policy, ledger.reason = plan.label, plan.reason
         if plan.guard:
             with ledger.timing("probe_s"):
-                stats.verdict, probed = int8_guard.choose(case, engine, _Context(engine, opts, stats).session,
-                                                          plan.encoder)
+                stats.verdict, probed = int8_guard.choose(case, engine, run.session, plan.encoder)
             ledger.probe_slices = len(stats.verdict.probes)
             ledger.reason = f"{plan.reason}; guard: {stats.verdict.reason}"
         engine.use_encoder(stats.verdict.encoder if plan.guard else plan.encoder)
+    run.known, run.decoded = probed.embeddings, probed.logits
     if not case.is_3d:
-        seg = segment_2d(case, engine, opts, stats)
+        seg = segment_2d(run)
     elif opts.mode_3d in ("propagate", "guided"):
-        seg = segment_3d_propagate(case, engine, opts, stats, guided=opts.mode_3d == "guided",
-                                   known=probed.embeddings)
+        seg = segment_3d_propagate(run, guided=opts.mode_3d == "guided")
     else:
-        seg = segment_3d_fixed(case, engine, opts, stats, probed.embeddings, probed.logits)
+        seg = segment_3d_fixed(run)
     passes = getattr(engine, "passes", {})
     ledger.encoder_passes = {k: v - before[0].get(k, 0) for k, v in passes.items() if v - before[0].get(k, 0)}
     ledger.encoder_s = getattr(engine, "encoder_seconds", 0.0) - before[1]

@@ -7,7 +7,7 @@ from conftest import MODELS, CountingEngine, dice
 from qmedsam.cases import Case
 from qmedsam.engine import EngineError
 from qmedsam.preprocess import image_to_tensor
-from qmedsam.segment import Options, Stats, _encoded, segment_3d_fixed
+from qmedsam.segment import CaseRun, Options, Stats, segment_3d_fixed
 from qmedsam.slice_interpolation import between, gap_slices, relative_difference
 
 
@@ -65,17 +65,17 @@ def test_a_gap_slice_gets_the_mean_of_its_encoded_neighbours_or_is_encoded():
     vol = _volume()
     case = Case("3DBox_Syn_0001.npz", vol, np.array([[10, 10, 0, 50, 50, 8]]))
     eng, stats = ValueEngine(), Stats()
-    segment_3d_fixed(case, eng, Options(interpolate=10.0), stats)
+    segment_3d_fixed(CaseRun(case, eng, Options(interpolate=10.0), stats))
     assert stats.interpolated == [1, 3, 5, 7] and sorted(stats.encoded) == [0, 2, 4, 6, 8] and eng.encoded == 5
     by_slice = dict(zip([0, 2, 1, 4, 3, 6, 5, 8, 7], eng.prepared))          # each gap after its upper neighbour
     for z in (1, 3, 5, 7):
         assert by_slice[z] == pytest.approx((by_slice[z - 1] + by_slice[z + 1]) / 2, rel=1e-6)
     eng, stats = ValueEngine(), Stats()
-    segment_3d_fixed(case, eng, Options(interpolate=1e-9), stats)          # neighbours never that close
+    segment_3d_fixed(CaseRun(case, eng, Options(interpolate=1e-9), stats))          # neighbours never that close
     assert stats.interpolated == [] and sorted(stats.encoded) == list(range(9)) and eng.encoded == 9
     eng, stats = ValueEngine(), Stats()
     known = {3: np.full((1, 256, 64, 64), -5.0, np.float32)}               # the guard's probe of slice 3
-    segment_3d_fixed(case, eng, Options(interpolate=10.0), stats, known)
+    segment_3d_fixed(CaseRun(case, eng, Options(interpolate=10.0), stats, known))
     assert stats.interpolated == [1, 5, 7] and eng.encoded == 5 and -5.0 in eng.prepared and not known
 
 
@@ -92,18 +92,18 @@ def engine():
 def test_with_the_real_engine_each_slice_is_decoded_once_and_the_masks_stay_close(engine):
     vol = _volume(depth=7, size=96)
     case = Case("3DBox_Syn_0002.npz", vol, np.array([[12, 12, 0, 44, 44, 6], [60, 60, 2, 90, 90, 4]]))
-    plain = segment_3d_fixed(case, engine, Options(), Stats())
+    plain = segment_3d_fixed(CaseRun(case, engine, Options(), Stats()))
     counting = CountingEngine(engine)
     stats = Stats()
-    seg = segment_3d_fixed(case, counting, Options(interpolate=10.0), stats)
+    seg = segment_3d_fixed(CaseRun(case, counting, Options(interpolate=10.0), stats))
     assert stats.interpolated == [1, 3, 5] and len(counting.encoded) == 4 == stats.slices_encoded
     assert dice(seg == 1, plain == 1) > 0.9
-    same = segment_3d_fixed(case, engine, Options(interpolate=1e-9), Stats())
+    same = segment_3d_fixed(CaseRun(case, engine, Options(interpolate=1e-9), Stats()))
     np.testing.assert_array_equal(same, plain)
     # with a probe slice known (the guard's), gap slices 1 and 3 are encoded one after the other
     # while slice 6 is in flight: each slice must still get its own embedding
     known = {4: engine.encode(image_to_tensor(vol[4])[0])}
-    probed = segment_3d_fixed(case, engine, Options(interpolate=1e-9), Stats(), known)
+    probed = segment_3d_fixed(CaseRun(case, engine, Options(interpolate=1e-9), Stats(), known))
     np.testing.assert_array_equal(probed, plain)
 
 
@@ -121,7 +121,7 @@ def test_an_encode_never_reuses_a_request_in_flight(engine):
         engine.start_encode(x[2])
     for h in handles:
         engine.finish_encode(h)
-    sweep = _encoded(engine, [lambda t=t: t for t in x], overlap=True)
+    sweep = CaseRun(None, engine, Options(), Stats()).encoded([lambda t=t: t for t in x], overlap=True)
     next(sweep)                                    # slice 1 now in flight
     sweep.close()                                  # a case that fails here frees its request
     for h in [engine.start_encode(t) for t in x[:2]]:
