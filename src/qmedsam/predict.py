@@ -62,6 +62,17 @@ def tau_option(text: str) -> float:
     return value
 
 
+def shard_option(text: str) -> tuple[int, int]:
+    """'I/N' with 1 <= I <= N (argparse type of ``--shard``)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 1 <= I <= N")
+    return i, n
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="qmedsam.predict", description=__doc__.splitlines()[0])
     ap.add_argument("-i", "--inputs", type=Path, default=Path(_env("QMEDSAM_INPUTS", "/workspace/inputs")),
@@ -81,6 +92,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="also report start-up details and each case's cost ledger")
     talk.add_argument("-q", "--quiet", action="store_true",
                       help="no per-case lines (errors and the closing summary still print)")
+    ap.add_argument("--resume", action="store_true",
+                    help="skip cases whose output is already in OUTPUTS, written by a run with the same models "
+                         "(efficiency.csv's models column); the rest run")
+    ap.add_argument("--shard", type=shard_option, metavar="I/N", default=None,
+                    help="run only the I-th of N parts of the sorted case list (1-based; e.g. a Slurm array task)")
     ap.add_argument("--overlay", type=Path, default=None,
                     help="also write one PNG montage per case to this folder (off by default)")
     tune = ap.add_argument_group("tuning", "A/B switches and limits; the defaults are what the benchmarks measured best")
@@ -204,6 +220,12 @@ def start(args):
         encoder, why = INT8_ENCODER, f"int8: {models} has no {encoder}.xml"
     fallback = None
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
+    if args.shard:
+        cases = cases[args.shard[0] - 1::args.shard[1]]
+    args.models_id = models_id(models)
+    args.done = []
+    if args.resume:
+        cases, args.done = resume_split(cases, args.outputs, args.models_id)
     if not cases:
         return cases, None
     float_ops = float_ops_for(args.precision, args.float_ops)
@@ -236,6 +258,35 @@ def start(args):
     return cases, _EngineWhenReady(build, report)
 
 
+def models_id(folder: Path) -> str:
+    """A short id of a models folder: the sha256 of its manifest (which records every file's sha256)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()[:12]
+    except OSError:
+        return ""
+
+
+def resume_split(cases: list[Path], outputs: Path, models: str) -> tuple[list[Path], list[dict]]:
+    """(cases still to run, efficiency.csv rows of those already done): a case is done when its
+    output is in ``outputs`` (outputs are written by rename: a present file is whole) and its row
+    says it ran ok with the same models."""
+    try:
+        with open(outputs / "efficiency.csv", newline="") as f:
+            rows = {r.get("case"): r for r in csv.DictReader(f)}
+    except (OSError, csv.Error):
+        rows = {}
+    todo, done = [], []
+    for path in cases:
+        row = rows.get(path.name)
+        if row and row.get("status") == "ok" and row.get("models") == models and (outputs / path.name).is_file():
+            done.append(row)
+        else:
+            todo.append(path)
+    return todo, done
+
+
 def csv_text(rows: list[dict]) -> str:
     """``efficiency.csv``: one row per case, the cost ledger's columns after the long-standing ones."""
     buf = io.StringIO()
@@ -261,13 +312,16 @@ def main(argv=None) -> int:
     except EngineError as e:
         _say(str(e))
         return 2
+    if args.done:
+        _say(f"resume: {_count(len(args.done), 'case', 'cases')} already done with these models, skipped")
     if not cases:
-        _say(f"no *.npz cases in {args.inputs}")
+        if not args.done:
+            _say(f"no *.npz cases in {args.inputs}")
         return 0
     from qmedsam.api import Segmenter
 
     segmenter = Segmenter(args.models, args.precision, engine=engine)
-    rows: list[dict] = []
+    rows: list[dict] = list(args.done)          # a resumed run's csv keeps the cases done before
     failed = 0
     show_progress = not args.quiet and sys.stderr.isatty()     # never in the organisers' logs
     seen_loads: dict[str, float] = {}                             # graph loads already in a ledger
@@ -295,7 +349,7 @@ def main(argv=None) -> int:
             t_write = time.perf_counter()
             save_segs(args.outputs / path.name, seg)
             write_s = time.perf_counter() - t_write
-            if not rows and stats.first_embedding_at is not None:
+            if len(rows) == len(args.done) and stats.first_embedding_at is not None:
                 from qmedsam.proc_clock import process_age
 
                 age = process_age()
@@ -328,12 +382,12 @@ def main(argv=None) -> int:
         row = {"case": path.name, "seconds": f"{seconds:.3f}", "boxes": n_boxes, "slices_encoded": encoded,
                "crops_encoded": crops, "decoder_calls": stats.decoder_calls if stats else 0,
                "peak_rss_mb": f"{peak_rss_bytes() / 2**20:.0f}", "precision": _precision_of(args, engine, stats),
-               "status": status}
+               "status": status, "models": args.models_id}
         if stats is not None:
             ledger = stats.ledger
             ledger.read_s, ledger.write_s = read_s, write_s
             ledger.models_wait_s = getattr(engine, "waited", 0.0) - waited
-            ledger.ready_at_s = getattr(engine, "ready_at", None) if not rows else None
+            ledger.ready_at_s = getattr(engine, "ready_at", None) if len(rows) == len(args.done) else None
             ledger.policy = ledger.policy or args.precision
             loads = getattr(engine, "load_seconds", {})
             ledger.loads = {k: v for k, v in loads.items() if k not in seen_loads}
