@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.cases import Case, CaseError, check_case
+from qmedsam.cases import Case, CaseError, check_boxes, check_case
 from qmedsam.engine import EngineError, EngineOptions, float_ops_for
-from qmedsam.image_session import ImageSession, Target
-from qmedsam.masks import confidence_map
+from qmedsam.image_session import ImageSession
+from qmedsam.masks import box_mask
 from qmedsam.memory import auto_block_size, current_rss_bytes, memory_limit
 from qmedsam.model_dir import default_models, model_dir
-from qmedsam.encoder_choice import FLOAT_ENCODER
+from qmedsam.policy import engine_encoders
 from qmedsam.preprocess import boxes_to_model, image_to_tensor
-from qmedsam.segment import Options, Stats, segment_case
+from qmedsam.segment import Options, Stats, case_plan, segment_case
 from qmedsam.slice_interpolation import DEFAULT_TAU
 from qmedsam.zoom import MAX_CROPS
 
@@ -52,9 +52,7 @@ class Segmenter:
         self.precision = precision
         self.models = model_dir(Path(models) if models is not None else default_models(), precision)
         self._engine = engine             # the command line hands over the one it loads in the background
-        self._engine_options = EngineOptions(None if cache is None else Path(cache), threads, "LATENCY",
-                                             float_ops_for(precision, float_ops), _first_encoder(self.models, precision),
-                                             windows=decoder_windows)
+        self._settings = (None if cache is None else Path(cache), threads, float_ops, decoder_windows)
         self.last_stats: Stats | None = None     # the counters and cost ledger of the last case
 
     @property
@@ -62,7 +60,10 @@ class Segmenter:
         if self._engine is None:
             from qmedsam.engine import Engine
 
-            self._engine = Engine(self.models, self._engine_options)
+            cache, threads, float_ops, windows = self._settings
+            encoder = engine_encoders(self.models, self.precision)[0]          # as for a 2D image first
+            self._engine = Engine(self.models, EngineOptions(cache, threads, "LATENCY", float_ops_for(self.precision, float_ops),
+                                                             encoder, windows=windows))
         return self._engine
 
     def options(self, case: Case, *, mode_3d: str = "fixed", zoom: str = "auto", zoom_crops: int = MAX_CROPS,
@@ -92,22 +93,12 @@ class Segmenter:
         """Encode one 2D image (H, W) or (H, W, 3), or one slice, for :meth:`PromptSession.predict`."""
         case = case_from_arrays(image, np.zeros((0, 4), np.int64))
         engine = self.engine
-        # as a 2D case under --precision auto: the float encoder (qmedsam.policy)
-        encoder = FLOAT_ENCODER if self.precision == "auto" and engine.has_encoder(FLOAT_ENCODER) else engine.encoder
+        plan = case_plan(case, engine, Options(guard=self.precision == "auto"))     # the encoder a 2D case runs
         tensor, geo = image_to_tensor(case.image)
         stats = Stats()
-        session = ImageSession(self.engine, 1, stats).set_image(self.engine.encode_with(encoder, tensor))
+        session = ImageSession(engine, 1, stats).set_image(engine.encode_with(plan.encoder if plan else engine.encoder,
+                                                                              tensor))
         return PromptSession(session, geo, case.image.shape[:2], stats)
-
-
-def _first_encoder(models: Path, precision: str) -> str:
-    """The encoder graph to load up front: the float one where ``auto`` starts (a 2D image or a
-    short case), else what ``--precision`` names."""
-    from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, choose_encoder
-    from qmedsam.model_dir import has_graph
-
-    encoder = FLOAT_ENCODER if precision == "auto" else choose_encoder(precision)[0]
-    return encoder if has_graph(models, encoder) else INT8_ENCODER
 
 
 class PromptSession:
@@ -119,9 +110,8 @@ class PromptSession:
     def predict(self, box) -> tuple[np.ndarray, float]:
         """(boolean mask of the image's (H, W), the decoder's predicted IoU) for ``box`` =
         [x0, y0, x1, y1] in the image's pixels (inclusive), as the command line decodes it."""
-        case = case_from_arrays(np.zeros(self.shape, np.uint8), np.asarray(box).reshape(1, 4))
-        prompt = boxes_to_model(case.boxes, self._geo)
-        logits, iou = self._session.decode(prompt, with_iou=True)
-        seg = np.zeros(self.shape, np.uint8)
-        Target(seg, confidence_map(self.shape), self._geo).paste(logits[0, 0], 1)
-        return seg.astype(bool), float(iou[0])
+        height, width = self.shape
+        boxes, _ = check_boxes(np.asarray(box).reshape(1, 4), width, height, None)
+        logits, iou = self._session.decode(boxes_to_model(boxes, self._geo), with_iou=True)
+        h, w = self._geo.resized                          # the logits' valid window
+        return box_mask(logits[0, 0, :h, :w], height, width), float(iou[0])

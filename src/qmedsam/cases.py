@@ -78,8 +78,8 @@ def _as_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(image).astype(np.uint8)
 
 
-def _check_boxes(raw: np.ndarray, width: int, height: int, depth: int | None):
-    """Validate and clip boxes; returns (int64 boxes, notes)."""
+def check_boxes(raw: np.ndarray, width: int, height: int, depth: int | None):
+    """Validate and clip boxes for an image of (width, height[, depth]); returns (int64 boxes, notes)."""
     cols = 4 if depth is None else 6
     boxes = np.asarray(raw)
     if boxes.size == 0:
@@ -134,7 +134,7 @@ def check_case(name: str, image, raw_boxes, spacing=None) -> Case:
         if image.ndim != 3 or min(image.shape) < 1:
             raise CaseError(f"3D case imgs has shape {image.shape}, expected (D, H, W)")
         d, h, w = image.shape
-        boxes, notes = _check_boxes(raw_boxes, w, h, d)
+        boxes, notes = check_boxes(raw_boxes, w, h, d)
         if spacing is not None:
             spacing = np.asarray(spacing, dtype=np.float64).reshape(-1)
             if spacing.shape != (3,) or not np.isfinite(spacing).all() or (spacing <= 0).any():
@@ -145,7 +145,7 @@ def check_case(name: str, image, raw_boxes, spacing=None) -> Case:
         if image.ndim == 3 and image.shape[2] == 1:
             image = image[:, :, 0]
         h, w = image.shape[:2]
-        boxes, notes = _check_boxes(raw_boxes, w, h, None)
+        boxes, notes = check_boxes(raw_boxes, w, h, None)
     return Case(name, np.ascontiguousarray(image), boxes, spacing, notes)
 
 

@@ -66,13 +66,17 @@ def _check_names(model, spec: GraphSpec) -> None:
                               f"(has {', '.join(sorted(got)) or 'none'}): re-export it with `make export`")
 
 
+def _compile_error(e: RuntimeError, model_dir: Path) -> EngineError:
+    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return EngineError(f"cannot compile the models in {model_dir}: {first}")
+
+
 def _compiled(job, model_dir: Path):
     """The compiled model of a loading job, or :class:`EngineError` in one line."""
     try:
         return job.result()
     except RuntimeError as e:
-        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        raise EngineError(f"cannot compile the models in {model_dir}: {first}") from None
+        raise _compile_error(e, model_dir) from None
 
 
 def _tensor(array: np.ndarray):
@@ -190,7 +194,7 @@ class Engine:
                 try:
                     compiled = self._compile(ENCODERS[name])
                 except RuntimeError as e:
-                    raise EngineError(f"cannot compile {name} in {self._model_dir}: {str(e).strip().splitlines()[0]}")
+                    raise _compile_error(e, self._model_dir) from None
             _check_names(compiled, ENCODERS[name])
             self._encoders[name] = (compiled, self._requests(compiled))
         return self._encoders[name]

@@ -93,16 +93,35 @@ def confidence_map(shape, dtype=np.float32) -> np.ndarray:
     return np.zeros(shape, dtype=dtype)
 
 
+def window_logits(crop: np.ndarray, height: int, width: int):
+    """((r0, r1), (c0, c1), logits): one cropped logit map up-sampled to (height, width) over its
+    positive window only, or None when no logit is positive."""
+    window = positive_window(crop, height, width)
+    if window is None:
+        return None
+    (r0, r1), (c0, c1) = window
+    ay, ax = make_axis(crop.shape[0], height), make_axis(crop.shape[1], width)
+    return (r0, r1), (c0, c1), interpolate(crop.astype(np.float32, copy=False), ay, ax, (r0, r1), (c0, c1))
+
+
+def box_mask(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The (height, width) boolean mask of one box's cropped logits: what :func:`paste_mask` gives
+    that box alone."""
+    mask = np.zeros((height, width), bool)
+    got = window_logits(crop, height, width)
+    if got is not None:
+        (r0, r1), (c0, c1), values = got
+        mask[r0:r1, c0:c1] = values > 0
+    return mask
+
+
 def paste_mask(seg: np.ndarray, crop: np.ndarray, label: int, best: np.ndarray) -> None:
     """Up-sample one cropped logit map onto ``seg`` (H, W) over its positive window only; a pixel
     takes ``label`` where its logit is positive and at least ``best`` (H, W), which is updated."""
-    height, width = seg.shape
-    window = positive_window(crop, height, width)
-    if window is None:
+    got = window_logits(crop, *seg.shape)
+    if got is None:
         return
-    (r0, r1), (c0, c1) = window
-    ay, ax = make_axis(crop.shape[0], height), make_axis(crop.shape[1], width)
-    values = interpolate(crop.astype(np.float32, copy=False), ay, ax, (r0, r1), (c0, c1))
+    (r0, r1), (c0, c1), values = got
     claim = best[r0:r1, c0:c1]
     wins = (values > 0) & (values >= claim)            # a tie (identical masks): the later box wins
     seg[r0:r1, c0:c1][wins] = label

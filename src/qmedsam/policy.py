@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from qmedsam import encoder_choice
-from qmedsam.encoder_choice import FLOAT_ENCODER, W7_ENCODER, int8_pays
+from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, W7_ENCODER, choose_encoder, int8_pays
 
 RATES_FILE = Path(__file__).with_name("cpu_rates.json")
 # Probe slices a guarded case takes on average: 1 to 3, about 2 over make bench-guard's volumes.
@@ -65,7 +65,6 @@ class Plan:
     encoder: str
     guard: bool
     reason: str
-    expected: dict = field(default_factory=dict)      # candidate -> expected seconds of its model work
 
     @property
     def label(self) -> str:
@@ -102,7 +101,7 @@ def decide(is_3d: bool, passes: int, boxes_per_slice: float, rates: dict | None 
     shown = ", ".join(f"{k} {v:.2f} s" for k, v in cost.items())
     plan_of = {"float": (FLOAT_ENCODER, False), "int8+guard": (W7_ENCODER, True)}
     return Plan(*plan_of[best], f"{best}: {passes} encoder passes{' of ' + modality if modality else ''} on a {cls} "
-                                f"CPU, expected {shown}", cost)
+                                f"CPU, expected {shown}")
 
 
 def slice_load(boxes3d) -> tuple[int, float]:
@@ -130,3 +129,19 @@ def plan_case(is_3d: bool, boxes, rates: dict | None = None, flags=None, isa_cap
     """:func:`decide` for a case from its raw boxes (a case's boxes, or :func:`qmedsam.cases.peek_boxes`)."""
     passes, per_slice = slice_load(boxes) if is_3d and boxes is not None else (1, 1.0)
     return decide(is_3d, max(passes, 1), per_slice, rates, flags, isa_cap, has_int8, modality)
+
+
+def engine_encoders(models: Path, precision: str, first_is_3d: bool = False, first_boxes=None,
+                    modality: str = "") -> tuple[str, str | None, str]:
+    """(encoder graph to load up front, another to load beside it or None, why) for a models folder
+    and ``--precision``: under 'auto' the plan of the first case (a 2D image unless told), so that
+    only the graphs it runs load; later cases load more on first use."""
+    from qmedsam.model_dir import has_graph
+
+    if precision == "auto" and has_graph(models, FLOAT_ENCODER):
+        first = plan_case(first_is_3d, first_boxes, has_int8=has_graph(models, W7_ENCODER), modality=modality)
+        return first.encoder, FLOAT_ENCODER if first.guard else None, f"{first.encoder} for the first case ({first.reason})"
+    encoder, why = choose_encoder(precision)
+    if not has_graph(models, encoder):              # a models folder exported before that encoder
+        encoder, why = INT8_ENCODER, f"int8: {models} has no {encoder}.xml"
+    return encoder, None, why

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from qmedsam.atomic import save_segs, save_text
 from qmedsam.cases import CaseError, is_3d_name, load_case, modality_of, peek_boxes
-from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, PRECISIONS, W7_ENCODER, choose_encoder
+from qmedsam.encoder_choice import FLOAT_ENCODER, PRECISIONS
 from qmedsam.ledger import COLUMNS
 from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
 from qmedsam.memory import peak_rss_bytes
-from qmedsam.model_dir import default_models, has_graph, model_dir
+from qmedsam.model_dir import default_models, model_dir
 from qmedsam.progress import CaseProgress
 from qmedsam.slice_interpolation import DEFAULT_TAU
 from qmedsam.zoom import MAX_CROPS
@@ -215,10 +215,6 @@ def start(args):
     if not os.access(args.outputs, os.W_OK):
         raise EngineError(f"{args.outputs}: outputs folder not writable")
     models = model_dir(args.models, args.precision)
-    encoder, why = choose_encoder(args.precision)
-    if not has_graph(models, encoder):              # a models folder exported before that encoder
-        encoder, why = INT8_ENCODER, f"int8: {models} has no {encoder}.xml"
-    fallback = None
     cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
     if args.shard:
         cases = cases[args.shard[0] - 1::args.shard[1]]
@@ -229,16 +225,12 @@ def start(args):
     if not cases:
         return cases, None
     float_ops = float_ops_for(args.precision, args.float_ops)
-    if args.precision == "auto" and has_graph(models, FLOAT_ENCODER):
-        # The policy plans the first case before any model loads (its boxes only: the image is read
-        # while the models load), so that only the graphs it runs load; later cases load more if
-        # their plans need them (qmedsam.policy).
-        from qmedsam.policy import plan_case
+    # --precision auto plans the first case before any model loads (its boxes only: the image is
+    # read while the models load), so that only the graphs it runs load (qmedsam.policy)
+    from qmedsam.policy import engine_encoders
 
-        first = plan_case(is_3d_name(cases[0].name), peek_boxes(cases[0]), has_int8=has_graph(models, W7_ENCODER),
-                          modality=modality_of(cases[0].name))
-        encoder, why = first.encoder, f"{first.encoder} for the first case ({first.reason})"
-        fallback = FLOAT_ENCODER if first.guard else None
+    encoder, fallback, why = engine_encoders(models, args.precision, is_3d_name(cases[0].name), peek_boxes(cases[0]),
+                                             modality_of(cases[0].name))
     cache = _cache_dir(args)
     t = time.perf_counter()
 
