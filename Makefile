@@ -24,10 +24,11 @@ TORCH_MALLOC := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=6871947
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-train.txt pyproject.toml
+$(STAMP): requirements.txt requirements-train.txt requirements-cluster.txt pyproject.toml
 	$(PY_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-train.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-train.txt \
+		-r requirements-cluster.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@! $(PY) -m pip list 2>/dev/null | grep -Ei '^(timm|torchvision) ' || (echo "timm/torchvision must not be installed" && false)
 	touch $@
@@ -178,6 +179,11 @@ bench-mix: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 
 bench-rates: $(STAMP)
 	$(PY) -m benchmarks.bench_rates $(if $(WRITE),--write)
+
+# a dataset's cases per minute: the plain run vs --jobs 1..cores vs --ray on a local cluster
+.PHONY: bench-throughput
+bench-throughput: $(STAMP)
+	$(PY) -m benchmarks.bench_throughput $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # can the int8 pass alone tell where int8 departs from float? (a guard without a float pass)
 .PHONY: bench-int8-signals

@@ -99,3 +99,22 @@ class CountingEngine:
 
     def decode(self, boxes, **kw):
         return self.real.decode(boxes, **kw)
+
+
+def write_short_cases(folder: Path) -> list[str]:
+    """A small folder shaped like real case sets: the two 2D samples and short 3D cases (one box
+    over 4-6 slices of the sample CT and nuclei volumes).  Returns the case names."""
+    import shutil
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("2DBox_CT_0002.npz", "2DBox_Microscope_0003.npz"):
+        shutil.copy(SAMPLES / "inputs" / name, folder)
+    ct = np.load(SAMPLES / "inputs" / "3DBox_CT_0001.npz")
+    nuclei = np.load(SAMPLES / "inputs" / "3DBox_Microscope_0004.npz")
+    short = {"3DBox_CT_1005.npz": (ct, [56, 59, 5, 77, 94, 9]), "3DBox_CT_1012.npz": (ct, [54, 74, 12, 78, 101, 17]),
+             "3DBox_CT_1020.npz": (ct, [13, 25, 20, 121, 100, 23]), "3DBox_Microscope_1000.npz": (nuclei, [29, 31, 0, 49, 52, 5])}
+    for name, (src, box) in short.items():
+        np.savez_compressed(folder / name, imgs=src["imgs"], boxes=np.array([box]), spacing=src["spacing"])
+    return sorted(p.name for p in folder.glob("*.npz"))

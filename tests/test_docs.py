@@ -16,7 +16,7 @@ def _docs() -> list[Path]:
 
 
 def test_the_readme_is_a_manual_not_a_notebook():
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 200
     assert text.splitlines()[0] == "# QMedSAM"
     first = [line for line in text.splitlines() if line.startswith("make ")][:2]
@@ -26,7 +26,7 @@ def test_the_readme_is_a_manual_not_a_notebook():
 def test_every_file_the_docs_name_exists():
     missing = []
     for doc in _docs():
-        text = doc.read_text()
+        text = doc.read_text(encoding="utf-8")
         for path in NAMED.findall(text):
             path = path.rstrip(".,:;)")
             if not (ROOT / path).exists() and not path.startswith(("models/fp32", "src/qmedsam/models")):
@@ -41,7 +41,7 @@ def test_every_doc_a_code_comment_cites_exists_and_none_cites_a_readme_section()
     missing, sections = [], []
     for folder in ("src", "benchmarks", "tools", "training", "docker"):
         for path in (ROOT / folder).rglob("*.py"):
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
             missing += [f"{path.relative_to(ROOT)}: {d}" for d in DOC_IN_CODE.findall(text) if not (ROOT / d).exists()]
             sections += [str(path.relative_to(ROOT))] if re.search(r"README, \"", text) else []
     assert not missing and not sections

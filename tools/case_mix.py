@@ -120,13 +120,14 @@ def _write(out: Path, name: str, image: np.ndarray, labels: np.ndarray, spacing=
     return name
 
 
-def write_mix(out: Path) -> list[str]:
-    """Write the mix into ``out/inputs`` and ``out/gts``; returns the case names."""
+def write_mix(out: Path, short_nuclei: int = 3) -> list[str]:
+    """Write the mix into ``out/inputs`` and ``out/gts``; returns the case names.  ``short_nuclei``:
+    how many short 3D nuclei cases (more make a larger set of the same kinds: bench-throughput)."""
     names = []
     ct, n3 = ct_chest(), nuclei_3d()
     for i, mask in enumerate(short_structures(ct.labels, 6)):
         names.append(_write(out, f"3DBox_CT_short{i}.npz", ct.image, mask, ct.spacing))
-    for i, mask in enumerate(short_structures(n3.labels, 3, min_voxels=100)):
+    for i, mask in enumerate(short_structures(n3.labels, short_nuclei, min_voxels=100)):
         names.append(_write(out, f"3DBox_Microscope_short{i}.npz", n3.image, mask, n3.spacing))
     mr = mr_volume()
     for i, mask in enumerate(mr_structures()):

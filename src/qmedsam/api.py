@@ -44,12 +44,15 @@ def case_from_arrays(image, boxes, spacing=None) -> Case:
 
 class Segmenter:
     """LiteMedSAM on OpenVINO: a models folder (default: the package's own), a precision
-    ('auto', 'int8' or 'fp32', as ``--precision``) and OpenVINO settings.  The models load on first
+    ('auto', 'int8' or 'fp32', as ``--precision``) and OpenVINO settings; ``memory``: the bytes it may
+    use where several share a machine's memory (``--jobs`` workers).  The models load on first
     use (each encoder when a case first needs it) and stay loaded for the object's life."""
 
     def __init__(self, models: str | Path | None = None, precision: str = "auto", *, cache: str | Path | None = None,
-                 threads: int = 0, float_ops: str = "auto", decoder_windows: bool = True, engine=None):
+                 threads: int = 0, float_ops: str = "auto", decoder_windows: bool = True, memory: int | None = None,
+                 engine=None):
         self.precision = precision
+        self.memory = memory              # bytes this object may use (max_boxes='auto'); None: the process's limit
         self.models = model_dir(Path(models) if models is not None else default_models(), precision)
         self._engine = engine             # the command line hands over the one it loads in the background
         self._settings = (None if cache is None else Path(cache), threads, float_ops, decoder_windows)
@@ -71,7 +74,7 @@ class Segmenter:
         """The segmenting options of ``case``, keyword for keyword the command line's."""
         if max_boxes == "auto":
             h, w = case.image.shape[1:3] if case.is_3d else case.image.shape[:2]
-            max_boxes = auto_block_size(h, w, memory_limit(), current_rss_bytes())
+            max_boxes = auto_block_size(h, w, self.memory or memory_limit(), current_rss_bytes())
         return Options(max_boxes=int(max_boxes), mode_3d=mode_3d, overlap=overlap,
                        zoom_crops=zoom_crops if zoom == "auto" else 0, guard=self.precision == "auto",
                        interpolate=interpolate_slices)

@@ -67,7 +67,9 @@ def _check_names(model, spec: GraphSpec) -> None:
 
 
 def _compile_error(e: RuntimeError, model_dir: Path) -> EngineError:
-    first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    # OpenVINO's message opens with "Exception from <source file>" lines; the reason comes after
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    first = next((line for line in lines if not line.startswith("Exception from")), lines[0] if lines else type(e).__name__)
     return EngineError(f"cannot compile the models in {model_dir}: {first}")
 
 
@@ -100,6 +102,9 @@ class EngineOptions:
     # loaded beside the others without holding up the first case
     fallback: str | None = None
     windows: bool = True              # a box's per-pixel decoder work over its window only (False: whole grid)
+    # OpenVINO pins its threads to cores; a process sharing a machine with others that were not
+    # given disjoint cores (Ray actors) must not, or every one of them pins to the same first core
+    pin_threads: bool = True
 
 
 class Engine:
@@ -122,6 +127,8 @@ class Engine:
             config[hints.inference_precision] = options.float_precision
         if options.threads:
             config[props.inference_num_threads] = int(options.threads)
+        if not options.pin_threads:
+            config[hints.enable_cpu_pinning] = False
         # A float encoder is the float model's (and the reference the int8 one is judged against):
         # f32 arithmetic unless bf16 is asked for; the int8 graphs and the decoder take the setting.
         f32 = dict(config, **{hints.inference_precision: "f32"})
@@ -161,7 +168,17 @@ class Engine:
         float_encoder = spec.precision == "float" and spec.name in ENCODERS
         cfg = self._f32 if float_encoder and self._float_precision == "auto" else self._config
         t = time.perf_counter()
-        compiled = self._core.compile_model(str(self._model_dir / spec.files[0]), "CPU", cfg)
+        path = str(self._model_dir / spec.files[0])
+        try:
+            compiled = self._core.compile_model(path, "CPU", cfg)
+        except RuntimeError:
+            if self.cache_dir is None:
+                raise
+            # seen once with Ray actors starting together on an empty cache: another process was
+            # writing the same cache entry; compile this one without the cache
+            import openvino.properties as props
+
+            compiled = self._core.compile_model(path, "CPU", dict(cfg, **{props.cache_dir: ""}))
         self.load_seconds[spec.name] = time.perf_counter() - t
         return compiled
 

@@ -15,8 +15,9 @@ BASE_COLUMNS = ("case", "seconds", "boxes", "slices_encoded", "crops_encoded", "
                 "precision", "status")
 LEDGER_COLUMNS = ("policy", "ready_at_s", "first_output_at_s", "models_wait_s", "graph_loads", "read_s", "probe_s", "probe_slices",
                   "encoder_passes", "encoder_s", "decode_s", "write_s", "reason")
-# the models folder's id (sha256 of its manifest), by which --resume tells an older run's outputs apart
-COLUMNS = BASE_COLUMNS + LEDGER_COLUMNS + ("models",)
+# the models folder's id (sha256 of its manifest), by which --resume tells an older run's outputs apart,
+# and the worker (0 in a plain run; --jobs process or Ray actor number) that ran the case
+COLUMNS = BASE_COLUMNS + LEDGER_COLUMNS + ("models", "worker")
 
 
 @dataclass

@@ -12,22 +12,18 @@ and a last line sums up.  Outputs are written atomically.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import os
 import sys
 import threading
 import time
 from pathlib import Path
 
-from qmedsam.atomic import save_segs, save_text
-from qmedsam.cases import CaseError, is_3d_name, load_case, modality_of, peek_boxes
-from qmedsam.encoder_choice import FLOAT_ENCODER, PRECISIONS
-from qmedsam.ledger import COLUMNS
-from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem, float_ops_for
-from qmedsam.memory import peak_rss_bytes
+from qmedsam.case_runner import CaseRunner, count
+from qmedsam.claims import release, remove_folder
+from qmedsam.encoder_choice import PRECISIONS
+from qmedsam.engine import FLOAT_OPS, EngineError, cache_problem
 from qmedsam.model_dir import default_models, model_dir
-from qmedsam.progress import CaseProgress
+from qmedsam.run_record import RunRecord, models_id, resume_split
 from qmedsam.slice_interpolation import DEFAULT_TAU
 from qmedsam.zoom import MAX_CROPS
 
@@ -59,6 +55,19 @@ def tau_option(text: str) -> float:
         value = -1.0
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0")
+    return value
+
+
+def jobs_option(text: str) -> int | str:
+    """'auto' or a positive whole number (argparse type of ``--jobs``)."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a positive whole number")
     return value
 
 
@@ -97,6 +106,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "(efficiency.csv's models column); the rest run")
     ap.add_argument("--shard", type=shard_option, metavar="I/N", default=None,
                     help="run only the I-th of N parts of the sorted case list (1-based; e.g. a Slurm array task)")
+    ap.add_argument("--jobs", type=jobs_option, metavar="N", default=None,
+                    help="N worker processes (or 'auto': one per core the process may use), each with its own "
+                         "models and cores, largest cases first; without it one process runs the cases in order")
+    ap.add_argument("--ray", metavar="ADDRESS", default=None,
+                    help="run the cases on a Ray cluster (host:port of its head, or 'auto': the local one, "
+                         "started if none runs) as actors of --threads cores each (default 1), --jobs of them "
+                         "(default: as many as the cluster's CPUs hold); inputs and outputs must be paths every "
+                         "node sees; needs the cluster extra")
     ap.add_argument("--overlay", type=Path, default=None,
                     help="also write one PNG montage per case to this folder (off by default)")
     tune = ap.add_argument_group("tuning", "A/B switches and limits; the defaults are what the benchmarks measured best")
@@ -155,57 +172,9 @@ def _cache_dir(args) -> Path | None:
     return path
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
-class _EngineWhenReady:
-    """The engine, built in a background thread while the first case is read and preprocessed
-    (compiling or loading the cached models releases the GIL); the first use waits for it."""
-
-    def __init__(self, build, report=None):
-        self._engine, self._error = None, None
-        self._report = report
-        self.ready_at: float | None = None       # process age when the models were ready
-        self.waited = 0.0                         # seconds the cases' thread waited for them
-
-        def run():
-            try:
-                self._engine = build()
-            except BaseException as e:  # re-raised in the thread that uses the engine
-                self._error = e
-            from qmedsam.proc_clock import process_age
-
-            self.ready_at = process_age()
-
-        self._thread = threading.Thread(target=run, name="qmedsam-models", daemon=True)
-        self._thread.start()
-
-    def ready(self):
-        if self._thread.is_alive():
-            t = time.perf_counter()
-            self._thread.join()
-            self.waited += time.perf_counter() - t
-        if self._error is not None:
-            raise self._error
-        if self._report is not None:
-            self._report(self._engine)
-            self._report = None
-        return self._engine
-
-    def settle(self) -> None:
-        """Wait for the loading thread to end (every case failed before using the models): a
-        process, or a test, must not end while OpenVINO is still writing the compile cache."""
-        self._thread.join()
-
-    def __getattr__(self, name):
-        return getattr(self.ready(), name)
-
-
-def start(args):
-    """Everything checked once before the first case: folders, models, cache; the engine is
-    then built in the background.  Returns (cases, engine); raises :class:`EngineError` with a
-    one-line reason (the engine's own build errors come at its first use)."""
+def start(args) -> tuple[list[Path], list[Path]]:
+    """Everything checked once before the first case: folders, models, cache.  Returns (the cases
+    to run, every case of the inputs folder); raises :class:`EngineError` with a one-line reason."""
     if not args.inputs.is_dir():
         raise EngineError(f"{args.inputs}: inputs folder not found")
     try:
@@ -214,185 +183,108 @@ def start(args):
         raise EngineError(f"{args.outputs}: cannot create outputs folder ({e.strerror})") from None
     if not os.access(args.outputs, os.W_OK):
         raise EngineError(f"{args.outputs}: outputs folder not writable")
-    models = model_dir(args.models, args.precision)
-    cases = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
-    if args.shard:
-        cases = cases[args.shard[0] - 1::args.shard[1]]
-    args.models_id = models_id(models)
+    args.models_dir = model_dir(args.models, args.precision)
+    args.models_id = models_id(args.models_dir)
+    args.run_id = os.urandom(6).hex()          # tells this run's retries from other runs (qmedsam.claims)
+    everything = sorted(p for p in args.inputs.glob("*.npz") if p.is_file())
+    cases = everything[args.shard[0] - 1::args.shard[1]] if args.shard else everything
     args.done = []
     if args.resume:
         cases, args.done = resume_split(cases, args.outputs, args.models_id)
-    if not cases:
-        return cases, None
-    float_ops = float_ops_for(args.precision, args.float_ops)
-    # --precision auto plans the first case before any model loads (its boxes only: the image is
-    # read while the models load), so that only the graphs it runs load (qmedsam.policy)
-    from qmedsam.policy import engine_encoders
-
-    encoder, fallback, why = engine_encoders(models, args.precision, is_3d_name(cases[0].name), peek_boxes(cases[0]),
-                                             modality_of(cases[0].name))
-    cache = _cache_dir(args)
-    t = time.perf_counter()
-
-    def build():
-        from qmedsam.engine import Engine, EngineOptions
-
-        return Engine(models, EngineOptions(cache, args.threads, args.hint, float_ops, encoder, fallback,
-                                            windows=args.decoder_windows == "on"))
-
-    def report(engine):
-        if args.verbose:
-            _say(f"models ready {time.perf_counter() - t:.2f} s after start-up checks "
-                 f"({'from compile cache' if engine.loaded_from_cache else 'compiled'}; cache: {cache or 'off'}); "
-                 f"encoder {why}{'; guarded per case by the float encoder' if fallback else ''}; "
-                 f"float leftovers: {float_ops}")
-
-    return cases, _EngineWhenReady(build, report)
+    args.cache_dir = _cache_dir(args) if cases else None
+    return cases, everything
 
 
-def models_id(folder: Path) -> str:
-    """A short id of a models folder: the sha256 of its manifest (which records every file's sha256)."""
-    import hashlib
+class Tally:
+    """What the process that hands out the cases does with each result: print its lines, keep its
+    row in efficiency.csv, count it."""
 
+    def __init__(self, args, everything: list[Path]):
+        self.args, self.record = args, RunRecord(args.outputs, everything)
+        self.ok = self.failed = self.busy = 0
+
+    def __call__(self, result) -> None:
+        for line in result.lines:
+            _say(line)
+        if result.skipped == "busy":
+            self.busy += 1
+            if not self.args.quiet:
+                _say(f"{result.case}: being run by another process on {self.args.outputs}, skipped")
+            return
+        release(self.args.outputs, result.case)
+        if result.fatal:
+            return
+        self.failed += result.failed
+        self.ok += not result.failed
+        # a case whose worker was lost has no row of its own: one that says it failed
+        self.record.add(result.row or {"case": result.case, "status": "error", "models": self.args.models_id})
+
+    def summary(self, n: int, seconds: float) -> str:
+        busy = f", {self.busy} left to another run" if self.busy else ""
+        return f"{count(n, 'case', 'cases')}: {self.ok} ok, {self.failed} failed{busy}, {seconds:.2f} s in all"
+
+
+def _run_here(args, cases: list[Path], tally: Tally) -> str:
+    """The plain run: the cases one after another in this process (the organisers' way).  Returns the
+    fatal start-up error ('' if none)."""
+    from qmedsam.case_runner import start_engine
+
+    engine = start_engine(args, args.models_dir, cases[0], _say)
+    runner = CaseRunner(args, engine=engine, progress=not args.quiet and sys.stderr.isatty())
     try:
-        return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()[:12]
-    except OSError:
-        return ""
-
-
-def resume_split(cases: list[Path], outputs: Path, models: str) -> tuple[list[Path], list[dict]]:
-    """(cases still to run, efficiency.csv rows of those already done): a case is done when its
-    output is in ``outputs`` (outputs are written by rename: a present file is whole) and its row
-    says it ran ok with the same models."""
-    try:
-        with open(outputs / "efficiency.csv", newline="") as f:
-            rows = {r.get("case"): r for r in csv.DictReader(f)}
-    except (OSError, csv.Error):
-        rows = {}
-    todo, done = [], []
-    for path in cases:
-        row = rows.get(path.name)
-        if row and row.get("status") == "ok" and row.get("models") == models and (outputs / path.name).is_file():
-            done.append(row)
-        else:
-            todo.append(path)
-    return todo, done
-
-
-def csv_text(rows: list[dict]) -> str:
-    """``efficiency.csv``: one row per case, the cost ledger's columns after the long-standing ones."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _precision_of(args, engine, stats) -> str:
-    """'int8' or 'float': the encoder that ran the case (empty where none did)."""
-    if stats is None or not stats.encoder_passes:
-        return ""
-    name = stats.verdict.encoder if stats.verdict else engine.encoder
-    return "float" if name == FLOAT_ENCODER or args.precision == "fp32" else "int8"
+        for path in cases:
+            result = runner.run(path)
+            tally(result)
+            if result.fatal:
+                return result.fatal
+    finally:
+        runner.settle()
+    return ""
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
     try:
-        cases, engine = start(args)
+        cases, everything = start(args)
     except EngineError as e:
         _say(str(e))
         return 2
     if args.done:
-        _say(f"resume: {_count(len(args.done), 'case', 'cases')} already done with these models, skipped")
+        _say(f"resume: {count(len(args.done), 'case', 'cases')} already done with these models, skipped")
     if not cases:
         if not args.done:
             _say(f"no *.npz cases in {args.inputs}")
         return 0
-    from qmedsam.api import Segmenter
-
-    segmenter = Segmenter(args.models, args.precision, engine=engine)
-    rows: list[dict] = list(args.done)          # a resumed run's csv keeps the cases done before
-    failed = 0
-    show_progress = not args.quiet and sys.stderr.isatty()     # never in the organisers' logs
-    seen_loads: dict[str, float] = {}                             # graph loads already in a ledger
-    for path in cases:
-        t0 = time.perf_counter()
-        n_boxes, status, stats = 0, "ok", None
-        read_s = write_s = 0.0
-        waited = getattr(engine, "waited", 0.0)
-        try:
-            case = load_case(path)
-            read_s = time.perf_counter() - t0
-            n_boxes = len(case.boxes)
-            options = segmenter.options(case, mode_3d=args.mode_3d, zoom=args.zoom, zoom_crops=args.zoom_crops,
-                                        interpolate_slices=args.interpolate_slices, max_boxes=args.max_boxes,
-                                        overlap=args.overlap)
-            progress = CaseProgress(path.name) if show_progress else None
+    tally = Tally(args, everything)
+    try:
+        if args.ray:
             try:
-                seg = segmenter.segment_case(case, options, progress)
-            finally:
-                stats = segmenter.last_stats
-                if progress is not None:
-                    progress.close()
-            if args.verbose and stats.verdict is not None:
-                _say(f"{path.name}: encoder {stats.verdict.reason}")
-            t_write = time.perf_counter()
-            save_segs(args.outputs / path.name, seg)
-            write_s = time.perf_counter() - t_write
-            if len(rows) == len(args.done) and stats.first_embedding_at is not None:
-                from qmedsam.proc_clock import process_age
+                from qmedsam_cluster.ray_runner import run_on_ray
+            except ImportError as e:
+                raise EngineError(f"--ray needs the cluster extra (pip install 'qmedsam[cluster]'): {e}") from None
+            fatal = run_on_ray(args, cases, tally)
+        elif args.jobs is not None:
+            from qmedsam.memory import memory_limit
+            from qmedsam.workers import run_jobs, usable_cores, worker_count
 
-                age = process_age()
-                if age is not None:
-                    stats.ledger.first_output_at_s = age - (time.perf_counter() - stats.first_embedding_at)
-                    if args.verbose:
-                        _say(f"first encoder output {stats.ledger.first_output_at_s:.2f} s after process start")
-            if args.overlay is not None:
-                from qmedsam.overlay import case_overlay
-
-                case_overlay(case.image, seg, case.boxes, case.is_3d, args.overlay / f"{path.stem}.png")
-        except EngineError as e:            # the models could not be loaded: no case can run
-            _say(str(e))
-            return 2
-        except CaseError as e:
-            failed += 1
-            status = "error"
-            _say(f"{path.name}: {e}")
-        except Exception as e:  # a fault in one case must not stop the others
-            failed += 1
-            status = "error"
-            _say(f"{path.name}: {type(e).__name__}: {e}")
-        seconds = time.perf_counter() - t0
-        encoded, crops = (stats.slices_encoded, stats.crops_encoded) if stats else (0, 0)
-        if status == "ok" and not args.quiet:
-            zoomed = f" + {_count(crops, 'zoom canvas', 'zoom canvases')}" if crops else ""
-            between = f" (+ {len(stats.interpolated)} interpolated)" if stats.interpolated else ""
-            _say(f"{path.name}: ok, {_count(n_boxes, 'box', 'boxes')}, {_count(encoded, 'slice', 'slices')}{zoomed} "
-                 f"encoded{between}, {seconds:.2f} s")
-        row = {"case": path.name, "seconds": f"{seconds:.3f}", "boxes": n_boxes, "slices_encoded": encoded,
-               "crops_encoded": crops, "decoder_calls": stats.decoder_calls if stats else 0,
-               "peak_rss_mb": f"{peak_rss_bytes() / 2**20:.0f}", "precision": _precision_of(args, engine, stats),
-               "status": status, "models": args.models_id}
-        if stats is not None:
-            ledger = stats.ledger
-            ledger.read_s, ledger.write_s = read_s, write_s
-            ledger.models_wait_s = getattr(engine, "waited", 0.0) - waited
-            ledger.ready_at_s = getattr(engine, "ready_at", None) if len(rows) == len(args.done) else None
-            ledger.policy = ledger.policy or args.precision
-            loads = getattr(engine, "load_seconds", {})
-            ledger.loads = {k: v for k, v in loads.items() if k not in seen_loads}
-            seen_loads.update(loads)
-            row.update(ledger.columns())
+            workers = worker_count(args.jobs, args.threads, usable_cores(), memory_limit())
             if args.verbose:
-                _say(f"{path.name}: ledger: {ledger.line()}")
-        rows.append(row)
-        save_text(args.outputs / "efficiency.csv", csv_text(rows))
-    _say(f"{_count(len(cases), 'case', 'cases')}: {len(cases) - failed} ok, {failed} failed, "
-         f"{time.perf_counter() - t_start:.2f} s in all")
-    engine.settle()
-    return 1 if failed else 0
+                _say(f"{count(workers, 'worker process', 'worker processes')} over {usable_cores()} cores")
+            fatal = run_jobs(args, cases, workers, tally)
+        else:
+            fatal = _run_here(args, cases, tally)
+    except EngineError as e:                 # a cluster that cannot be reached
+        _say(str(e))
+        return 2
+    finally:
+        tally.record.write()
+        remove_folder(args.outputs)
+    if fatal:
+        _say(fatal)
+        return 2
+    _say(tally.summary(len(cases), time.perf_counter() - t_start))
+    return 1 if tally.failed else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,57 @@
+"""The alternative to ``--jobs`` processes that issue 40 asks to measure: N workers as threads of one
+process (each its own compiled models of cores/N threads, as OpenVINO's throughput mode runs one
+stream per few cores), the same case runner, queue and efficiency.csv.  ``bench-throughput`` runs
+it beside ``--jobs``; the predictor ships processes (see docs/datasets.md for the figures).
+
+    python -m benchmarks.inprocess_workers N -i INPUTS -o OUTPUTS [predictor options]
+"""
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+import time
+
+from qmedsam.case_runner import CaseRunner
+from qmedsam.claims import remove_folder
+from qmedsam.memory import memory_limit
+from qmedsam.predict import Tally, parse_args, start
+from qmedsam.workers import largest_first, usable_cores
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    n, args = int(argv[0]), parse_args(argv[1:])
+    t0 = time.perf_counter()
+    cases, everything = start(args)
+    tally, lock = Tally(args, everything), threading.Lock()
+    todo = largest_first(cases)
+
+    def work(worker: int) -> None:
+        mine = copy.copy(args)
+        mine.threads = max(1, usable_cores() // n)
+        mine.pin_threads = False              # threads of one process: no core sets of their own
+        runner = CaseRunner(mine, worker=worker, memory=memory_limit() // n)
+        while True:
+            with lock:
+                if not todo:
+                    break
+                path = todo.pop(0)
+            result = runner.run(path)
+            with lock:
+                tally(result)
+        runner.settle()
+
+    threads = [threading.Thread(target=work, args=(w + 1,)) for w in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    tally.record.write()
+    remove_folder(args.outputs)
+    print(f"qmedsam: {tally.summary(len(cases), time.perf_counter() - t0)}", file=sys.stderr)
+    return 1 if tally.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
