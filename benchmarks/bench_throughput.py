@@ -61,7 +61,8 @@ def start_ray(cores: int) -> str | None:
         return None
     port = free_port()
     subprocess.run([ray, "start", "--head", f"--port={port}", f"--num-cpus={cores}", "--include-dashboard=false",
-                    "--disable-usage-stats"], check=True, capture_output=True)
+                    "--disable-usage-stats"], check=True, capture_output=True,
+                   env=dict(os.environ, RAY_AUTH_MODE="disabled"))    # a loopback cluster of this benchmark only
     return f"127.0.0.1:{port}"
 
 
@@ -77,8 +78,8 @@ def run(inputs: Path, out: Path, cache: Path, options: list[str]) -> dict:
     command = ["-m", "qmedsam.predict"]
     if options[:1] == [INPROCESS]:
         command, options = ["-m", "benchmarks.inprocess_workers", options[1]], options[2:]
-    # `ray start` runs the cluster with token authentication: the driver must be in token mode
-    env = dict(os.environ, RAY_AUTH_MODE="token") if "--ray" in options else None
+    # the benchmark's own cluster runs without token authentication (start_ray); so does its driver
+    env = dict(os.environ, RAY_AUTH_MODE="disabled") if "--ray" in options else None
     proc = subprocess.run([sys.executable, *command, "-i", str(inputs), "-o", str(out), "-q",
                            "--cache", str(cache), *options], capture_output=True, text=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - t

