@@ -35,7 +35,7 @@ def _env(name: str, default):
 
 
 def max_boxes_option(text: str) -> int | str:
-    """'auto' or a positive whole number (argparse type of ``--max-boxes``)."""
+    """'auto' or a positive whole number (argparse type of ``--max-boxes`` and ``--jobs``)."""
     if text == "auto":
         return text
     try:
@@ -58,17 +58,8 @@ def tau_option(text: str) -> float:
     return value
 
 
-def jobs_option(text: str) -> int | str:
-    """'auto' or a positive whole number (argparse type of ``--jobs``)."""
-    if text == "auto":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither 'auto' nor a positive whole number")
-    return value
+# --jobs takes what --max-boxes takes: 'auto' or a positive whole number
+jobs_option = max_boxes_option
 
 
 def shard_option(text: str) -> tuple[int, int]:
@@ -242,6 +233,20 @@ def _run_here(args, cases: list[Path], tally: Tally) -> str:
     return ""
 
 
+def _runner(name: str):
+    """A case runner an installed extra registers (entry point group ``qmedsam.runners``; the
+    cluster extra registers ``ray``): the runtime never names packages it does not ship."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="qmedsam.runners", name=name)
+    if not found:
+        raise EngineError(f"--{name} needs the cluster extra (pip install 'qmedsam[cluster]')")
+    try:
+        return next(iter(found)).load()
+    except ImportError as e:
+        raise EngineError(f"--{name} needs the cluster extra (pip install 'qmedsam[cluster]'): {e}") from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -259,11 +264,7 @@ def main(argv=None) -> int:
     tally = Tally(args, everything)
     try:
         if args.ray:
-            try:
-                from qmedsam_cluster.ray_runner import run_on_ray
-            except ImportError as e:
-                raise EngineError(f"--ray needs the cluster extra (pip install 'qmedsam[cluster]'): {e}") from None
-            fatal = run_on_ray(args, cases, tally)
+            fatal = _runner("ray")(args, cases, tally)
         elif args.jobs is not None:
             from qmedsam.memory import memory_limit
             from qmedsam.workers import run_jobs, usable_cores, worker_count

@@ -24,8 +24,8 @@ def module_level_imports(path):
             yield node.module
 
 
-# --ray's runner, an optional extra outside the runtime package, imported only when --ray is given
-LAZY = {"predict.py": {"qmedsam_cluster.ray_runner"}}
+# none: extras reach the runtime through entry points (qmedsam.predict._runner), never by name
+LAZY: dict[str, set[str]] = {}
 
 
 def test_runtime_modules_import_only_the_standard_library_numpy_openvino_cv2_and_themselves():
