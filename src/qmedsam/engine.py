@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qmedsam.cache_guard import entry_key, first_compile
 from qmedsam.decoder_windows import GRID, MARGIN, OUTSIDE, SIZES, cells, plan_windows
 from qmedsam.model_spec import DECODER_BOXES, DECODER_IMAGE, DECODER_STATE, ENCODER, ENCODERS, GraphSpec
 
@@ -134,6 +135,7 @@ class Engine:
         f32 = dict(config, **{hints.inference_precision: "f32"})
         self._core, self._config, self._f32, self._float_precision = core, config, f32, options.float_precision
         self._model_dir = model_dir
+        self._version = ov.get_version()
         self.load_seconds: dict[str, float] = {}        # graph -> seconds its load took, as loads finish
         # Paths (not ov.Model objects) let a warm cache skip reading the IR entirely; the graphs
         # load side by side (OpenVINO releases the GIL while it loads).
@@ -168,17 +170,20 @@ class Engine:
         float_encoder = spec.precision == "float" and spec.name in ENCODERS
         cfg = self._f32 if float_encoder and self._float_precision == "auto" else self._config
         t = time.perf_counter()
-        path = str(self._model_dir / spec.files[0])
-        try:
-            compiled = self._core.compile_model(path, "CPU", cfg)
-        except RuntimeError:
-            if self.cache_dir is None:
-                raise
-            # seen once with Ray actors starting together on an empty cache: another process was
-            # writing the same cache entry; compile this one without the cache
-            import openvino.properties as props
+        path = self._model_dir / spec.files[0]
+        key = entry_key(path, cfg, self._version) if self.cache_dir is not None else ""
+        with first_compile(self.cache_dir, key) as mark_ready:
+            try:
+                compiled = self._core.compile_model(str(path), "CPU", cfg)
+                mark_ready()
+            except RuntimeError:
+                if self.cache_dir is None:
+                    raise
+                # an entry another OpenVINO (or a killed process) left unreadable: compile this
+                # graph without the cache
+                import openvino.properties as props
 
-            compiled = self._core.compile_model(path, "CPU", dict(cfg, **{props.cache_dir: ""}))
+                compiled = self._core.compile_model(str(path), "CPU", dict(cfg, **{props.cache_dir: ""}))
         self.load_seconds[spec.name] = time.perf_counter() - t
         return compiled
 
