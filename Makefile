@@ -183,7 +183,7 @@ bench-rates: $(STAMP)
 # a dataset's cases per minute: the plain run vs --jobs 1..cores vs --ray on a local cluster
 .PHONY: bench-throughput
 bench-throughput: $(STAMP)
-	$(PY) -m benchmarks.bench_throughput $(if $(ROUNDS),--rounds $(ROUNDS))
+	$(PY) -m benchmarks.bench_throughput $(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(RESUME),--resume)
 
 # can the int8 pass alone tell where int8 departs from float? (a guard without a float pass)
 .PHONY: bench-int8-signals

@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=1, help="times each configuration runs (median kept)")
     ap.add_argument("--no-ray", action="store_true", help="leave --ray out")
+    ap.add_argument("--resume", action="store_true", help="keep the runs a stopped benchmark already measured "
+                                                          f"({OUT}/measured.json) and do the rest")
     ap.add_argument("--only", default="", help="only the configurations whose label contains one of these "
                                                "comma-separated words (the plain run always runs)")
     args = ap.parse_args(argv)
@@ -151,12 +153,17 @@ def main(argv=None) -> int:
         for name in ("2DBox_CT_onebox.npz", "3DBox_CT_whole34.npz"):
             shutil.copy(inputs / name, warm)
         run(warm, OUT / "warm-out", cache, [])
-        measured: dict[str, list[dict]] = {k: [] for k in runs}
+        log = OUT / "measured.json"
+        kept = json.loads(log.read_text()) if args.resume and log.exists() else {}
+        measured: dict[str, list[dict]] = {k: kept.get(k, [])[:args.rounds] for k in runs}
         for r in range(args.rounds):
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for label in order:
+                if len(measured[label]) > r:
+                    continue
                 result = run(inputs, OUT / "runs" / label.replace(" ", "_").strip("-()"), cache, runs[label])
                 measured[label].append(result)
+                log.write_text(json.dumps(measured))
                 print(f"  round {r + 1}: {label:<22} {result['wall']:7.1f} s", flush=True)
     finally:
         if address:

@@ -272,7 +272,7 @@ def main(argv=None) -> int:
             workers = worker_count(args.jobs, args.threads, usable_cores(), memory_limit())
             if args.verbose:
                 _say(f"{count(workers, 'worker process', 'worker processes')} over {usable_cores()} cores")
-            fatal = run_jobs(args, cases, workers, tally)
+            fatal = run_jobs(args, cases, workers, tally, say=_say)
         else:
             fatal = _run_here(args, cases, tally)
     except EngineError as e:                 # a cluster that cannot be reached

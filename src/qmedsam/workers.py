@@ -10,7 +10,9 @@ import multiprocessing.util
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 
 from qmedsam.case_runner import CaseResult, CaseRunner
 from qmedsam.memory import memory_limit
@@ -48,14 +50,16 @@ def core_sets(workers: int, threads: int, cores: list[int]) -> list[list[int]]:
 
 
 _runner: CaseRunner | None = None
+_started = None
 
 
-def _start_worker(args, ids, cores: list[list[int]], memory: int) -> None:
-    global _runner
+def _start_worker(args, ids, cores: list[list[int]], memory: int, started) -> None:
+    global _runner, _started
     worker = ids.get()
-    mine = cores[worker - 1]
+    mine = cores[(worker - 1) % len(cores)]
     os.sched_setaffinity(0, mine)
     args.threads = len(mine)
+    _started = started
     _runner = CaseRunner(args, worker=worker, memory=memory)
     # a worker process ends through multiprocessing, which skips atexit: let a model load still
     # writing the compile cache finish first
@@ -63,6 +67,7 @@ def _start_worker(args, ids, cores: list[list[int]], memory: int) -> None:
 
 
 def _run_case(path: Path) -> CaseResult:
+    _started.put(path.name)         # the parent's list of cases a dead worker may have held
     return _runner.run(path)
 
 
@@ -71,20 +76,51 @@ def largest_first(cases: list[Path]) -> list[Path]:
     return sorted(cases, key=lambda p: (-p.stat().st_size, p.name))
 
 
-def run_jobs(args, cases: list[Path], workers: int, on_result) -> str:
-    """Run ``cases`` on ``workers`` processes; ``on_result`` gets each :class:`CaseResult` as it
-    comes.  Returns the fatal start-up error ('' if none): then the cases not yet handed out are
-    dropped."""
-    ctx = multiprocessing.get_context("spawn")
+# A case in flight in two pools that lost a worker is reported failed rather than run a third
+# time (it may be what kills its worker, e.g. out of memory); a pool that keeps breaking with no
+# case started (its workers die while loading) is given up after this many restarts.
+MAX_DEATHS = 2
+MAX_IDLE_BREAKS = 2
+
+
+@dataclass
+class Losses:
+    """What lost workers cost so far: per case, the broken pools it was in flight in."""
+    deaths: dict[str, int] = field(default_factory=dict)
+    idle_breaks: int = 0
+
+    def after_break(self, lost: list[Path], started: set[str]) -> tuple[list[Path], list[Path]]:
+        """(cases to run again, cases to report failed) of the cases a broken pool left unfinished,
+        ``started`` being those a worker had begun."""
+        suspects = [p for p in lost if p.name in started]
+        self.idle_breaks += not suspects
+        for p in suspects:
+            self.deaths[p.name] = self.deaths.get(p.name, 0) + 1
+        give_up = self.idle_breaks > MAX_IDLE_BREAKS
+        failed = [p for p in lost if give_up or self.deaths.get(p.name, 0) >= MAX_DEATHS]
+        return [p for p in lost if p not in failed], failed
+
+
+def _drain(queue) -> set[str]:
+    names = set()
+    while True:
+        try:
+            names.add(queue.get(timeout=0.1))
+        except Empty:
+            return names
+
+
+def _run_pool(ctx, args, cases: list[Path], workers: int, memory: int, started, on_result):
+    """One pool over ``cases`` until they are done or a worker dies: (cases left unfinished by a
+    dead worker, the fatal start-up error or '')."""
     ids = ctx.Queue()
     for w in range(1, workers + 1):
         ids.put(w)
     cores = core_sets(workers, args.threads, sorted(os.sched_getaffinity(0)))
-    memory = memory_limit() // workers
-    fatal = ""
+    fatal, lost = "", []
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker,
-                             initargs=(args, ids, cores, memory)) as pool:
-        pending = {pool.submit(_run_case, path): path for path in largest_first(cases)}
+                             initargs=(args, ids, cores, memory, started)) as pool:
+        pending = {pool.submit(_run_case, path): path for path in cases}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -94,9 +130,8 @@ def run_jobs(args, cases: list[Path], workers: int, on_result) -> str:
                 try:
                     result = future.result()
                 except BrokenProcessPool:
-                    result = CaseResult(path.name, failed=True,
-                                        lines=[f"{path.name}: a worker process died (killed, or out of memory); "
-                                               f"run again with --resume"])
+                    lost.append(path)
+                    continue
                 except Exception as e:  # a worker that failed outside a case (its start)
                     result = CaseResult(path.name, failed=True, lines=[f"{path.name}: {type(e).__name__}: {e}"])
                 if result.fatal and not fatal:
@@ -104,4 +139,29 @@ def run_jobs(args, cases: list[Path], workers: int, on_result) -> str:
                     for other in pending:
                         other.cancel()
                 on_result(result)
-    return fatal
+    return lost, fatal
+
+
+def run_jobs(args, cases: list[Path], workers: int, on_result, say) -> str:
+    """Run ``cases`` on ``workers`` processes; ``on_result`` gets each :class:`CaseResult` as it
+    comes, ``say`` a line for the user.  A worker that dies (killed, out of memory) takes its pool down: the unfinished cases
+    run again on a fresh pool, up to the limits of :class:`Losses`.  Returns the fatal start-up
+    error ('' if none): then the cases not yet handed out are dropped."""
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Queue()
+    memory = memory_limit() // workers
+    losses, todo = Losses(), largest_first(cases)
+    while todo:
+        lost, fatal = _run_pool(ctx, args, todo, workers, memory, started, on_result)
+        if fatal or not lost:
+            return fatal
+        todo, failed = losses.after_break(lost, _drain(started))
+        for path in failed:
+            on_result(CaseResult(path.name, failed=True,
+                                 lines=[f"{path.name}: a worker process died while running it, "
+                                        f"{losses.deaths.get(path.name, 0)} times (killed, or out of memory)"]))
+        if todo:
+            say(f"a worker process died (killed, or out of memory): {len(todo)} unfinished "
+                f"{'case' if len(todo) == 1 else 'cases'} go to fresh workers")
+        todo = largest_first(todo)
+    return ""
