@@ -56,7 +56,7 @@ _started = None
 def _start_worker(args, ids, cores: list[list[int]], memory: int, started) -> None:
     global _runner, _started
     worker = ids.get()
-    mine = cores[(worker - 1) % len(cores)]
+    mine = cores[worker - 1]
     os.sched_setaffinity(0, mine)
     args.threads = len(mine)
     _started = started

@@ -168,7 +168,7 @@ def test_a_case_in_flight_when_two_pools_broke_is_given_up():
     assert losses.after_break([a, c], {"a.npz"}) == ([c], [a])       # a: in flight twice
     assert losses.after_break([c], {"c.npz"}) == ([c], [])            # c: once
     for _ in range(MAX_IDLE_BREAKS):                                   # workers that die while loading
-        assert Losses.after_break(losses, [c], set()) == ([c], [])
+        assert losses.after_break([c], set()) == ([c], [])
     assert losses.after_break([c], set()) == ([], [c])
 
 
