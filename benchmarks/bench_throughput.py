@@ -7,7 +7,9 @@ benchmark (``ray start --head`` on this machine; its actors one core each), and,
 processes, as many workers as threads of one process (:mod:`benchmarks.inprocess_workers`).  Configurations alternate
 their order round by round; the compile cache is warm for all of them.  Printed: the CPU, cases per
 minute and the ratio to the plain run (side by side in one command), the per-case seconds' spread
-(efficiency.csv), and whether every label map equals the plain run's.  Results go to
+(efficiency.csv), the cores each run kept busy (its processes' CPU seconds over its wall time: a
+plain run that keeps them all busy leaves more workers little to gain, unless they use a core
+better), and whether every label map equals the plain run's.  Results go to
 ``out/bench-throughput/results.json`` and a figure beside it.
 """
 from __future__ import annotations
@@ -16,11 +18,13 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -80,14 +84,18 @@ def run(inputs: Path, out: Path, cache: Path, options: list[str]) -> dict:
         command, options = ["-m", "benchmarks.inprocess_workers", options[1]], options[2:]
     # the benchmark's own cluster runs without token authentication (start_ray); so does its driver
     env = dict(os.environ, RAY_AUTH_MODE="disabled") if "--ray" in options else None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, *command, "-i", str(inputs), "-o", str(out), "-q",
                            "--cache", str(cache), *options], capture_output=True, text=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     if proc.returncode != 0:
         raise RuntimeError(f"{options}: exit {proc.returncode}: {proc.stderr.strip()[-800:]}")
     with open(out / "efficiency.csv", newline="") as f:
         seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-    return {"wall": wall, "case_seconds": seconds}
+    # CPU seconds of the run and the processes it waited for (Ray's actors are the cluster's, not counted)
+    return {"wall": wall, "case_seconds": seconds, "cpu_s": None if "--ray" in options else cpu}
 
 
 def same_maps(out: Path, reference: Path) -> bool:
@@ -115,10 +123,42 @@ def figure(results: dict, path: Path) -> None:
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
                 f" {results['configs'][k]['vs_plain']:.2f}x", va="center", fontsize=9)
     ax.set_xlabel("cases per minute (higher is better)")
-    ax.set_title(f"{results['cases']} public cases, {results['cores']} cores\n{results['cpu'][:70]}", fontsize=9)
+    cpu = textwrap.fill(results["cpu"], 90)
+    ax.set_title(f"{results['cases']} public cases, {results['cores']} cores, median of {results['rounds']} round(s)\n{cpu}",
+                 fontsize=8)
     ax.set_xlim(0, max(rates) * 1.2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def summarize(measured: dict[str, list[dict]], runs: dict[str, list[str]], n: int, cores: int, rounds: int) -> dict:
+    """The results of the measured runs, printed as a table: each configuration's median wall time,
+    its ratio to the plain run's (overall and round by round: the VM drifts between rounds), the
+    cores it kept busy and whether its label maps are the plain run's."""
+    results = {"cpu": describe(), "cores": cores, "cases": n, "rounds": rounds, "date": time.strftime("%Y-%m-%d"),
+               "configs": {}}
+    plain_wall = statistics.median(m["wall"] for m in measured[PLAIN])
+    print(f"\n{'configuration':<22} {'wall s':>8} {'cases/min':>10} {'vs plain':>9} {'per round':>12} {'busy':>6}  "
+          f"per-case s min/median/p90/max   maps")
+    for label, ms in measured.items():
+        wall = statistics.median(m["wall"] for m in ms)
+        busy = [m["cpu_s"] / m["wall"] for m in ms if m.get("cpu_s")]
+        busy = statistics.median(busy) if busy else None
+        per_round = [p["wall"] / m["wall"] for p, m in zip(measured[PLAIN], ms)]
+        same = label == PLAIN or same_maps(OUT / "runs" / label.replace(" ", "_").strip("-()"), OUT / "runs" / PLAIN)
+        results["configs"][label] = {
+            "wall_s": round(wall, 2), "cases_per_min": round(60 * n / wall, 2), "vs_plain": round(plain_wall / wall, 3),
+            "vs_plain_per_round": [round(x, 3) for x in per_round], "busy_cores": busy and round(busy, 2),
+            "case_seconds": ms[-1]["case_seconds"], "maps_identical_to_plain": same, "options": runs[label]}
+        rounds_shown = "/".join(f"{x:.2f}" for x in per_round)
+        print(f"{label:<22} {wall:8.1f} {60 * n / wall:10.2f} {plain_wall / wall:8.2f}x {rounds_shown:>12} "
+              f"{'n/a' if busy is None else f'{busy:.2f}':>6}  {spread(ms[-1]['case_seconds']):<30} "
+              f"{'identical' if same else 'DIFFER'}")
+    plain_busy = results["configs"][PLAIN]["busy_cores"]
+    if plain_busy:
+        print(f"the plain run keeps {plain_busy:.2f} of {cores} cores busy: more workers doing the same work per core "
+              f"gain at most {cores / plain_busy:.2f}x")
+    return results
 
 
 def main(argv=None) -> int:
@@ -168,25 +208,11 @@ def main(argv=None) -> int:
     finally:
         if address:
             stop_ray()
-    plain_dir = OUT / "runs" / PLAIN
-    results = {"cpu": describe(), "cores": cores, "cases": n, "rounds": args.rounds, "date": time.strftime("%Y-%m-%d"),
-               "configs": {}}
-    plain_wall = statistics.median(m["wall"] for m in measured[PLAIN])
-    print(f"\n{'configuration':<22} {'wall s':>8} {'cases/min':>10} {'vs plain':>9}  per-case s min/median/p90/max   maps")
-    for label, ms in measured.items():
-        wall = statistics.median(m["wall"] for m in ms)
-        per_case = ms[-1]["case_seconds"]
-        same = label == PLAIN or same_maps(OUT / "runs" / label.replace(" ", "_").strip("-()"), plain_dir)
-        results["configs"][label] = {"wall_s": round(wall, 2), "cases_per_min": round(60 * n / wall, 2),
-                                     "vs_plain": round(plain_wall / wall, 3), "case_seconds": per_case,
-                                     "maps_identical_to_plain": same, "options": runs[label]}
-        print(f"{label:<22} {wall:8.1f} {60 * n / wall:10.2f} {plain_wall / wall:8.2f}x  {spread(per_case):<30} "
-              f"{'identical' if same else 'DIFFER'}")
+    results = summarize(measured, runs, n, cores, args.rounds)
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
     figure(results, OUT / "throughput.png")
     print(f"\nresults: {OUT / 'results.json'}, figure: {OUT / 'throughput.png'}")
     return 0 if all(c["maps_identical_to_plain"] for c in results["configs"].values()) else 1
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
