@@ -101,19 +101,22 @@ class Losses:
         return [p for p in lost if p not in failed], failed
 
 
-def _drain(queue) -> set[str]:
+def _drain(queue, wait: float = 0.0) -> set[str]:
+    """The names in ``queue``, waiting up to ``wait`` seconds for each.  Read as the cases finish:
+    a worker cannot exit while what it put in the queue is still unread and fills the pipe (about
+    a thousand names), so a run of thousands of cases would hang at its end."""
     names = set()
     while True:
         try:
-            names.add(queue.get(timeout=0.1))
+            names.add(queue.get(timeout=wait) if wait else queue.get_nowait())
         except Empty:
             return names
 
 
-def _run_pool(ctx, args, cases: list[Path], workers: int, memory: int, started, on_result):
+def _run_pool(ctx, args, cases: list[Path], workers: int, memory: int, on_result):
     """One pool over ``cases`` until they are done or a worker dies: (cases left unfinished by a
-    dead worker, the fatal start-up error or '')."""
-    ids = ctx.Queue()
+    dead worker, the names of the cases its workers began, the fatal start-up error or '')."""
+    ids, started, began = ctx.Queue(), ctx.Queue(), set()
     for w in range(1, workers + 1):
         ids.put(w)
     cores = core_sets(workers, args.threads, sorted(os.sched_getaffinity(0)))
@@ -123,6 +126,7 @@ def _run_pool(ctx, args, cases: list[Path], workers: int, memory: int, started, 
         pending = {pool.submit(_run_case, path): path for path in cases}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            began |= _drain(started)
             for future in done:
                 path = pending.pop(future)
                 if future.cancelled():
@@ -139,7 +143,8 @@ def _run_pool(ctx, args, cases: list[Path], workers: int, memory: int, started, 
                     for other in pending:
                         other.cancel()
                 on_result(result)
-    return lost, fatal
+    # a dead worker's last name may still be on its way
+    return lost, began | _drain(started, wait=0.1 if lost else 0.0), fatal
 
 
 def run_jobs(args, cases: list[Path], workers: int, on_result, say) -> str:
@@ -148,14 +153,13 @@ def run_jobs(args, cases: list[Path], workers: int, on_result, say) -> str:
     run again on a fresh pool, up to the limits of :class:`Losses`.  Returns the fatal start-up
     error ('' if none): then the cases not yet handed out are dropped."""
     ctx = multiprocessing.get_context("spawn")
-    started = ctx.Queue()
     memory = memory_limit() // workers
     losses, todo = Losses(), largest_first(cases)
     while todo:
-        lost, fatal = _run_pool(ctx, args, todo, workers, memory, started, on_result)
+        lost, began, fatal = _run_pool(ctx, args, todo, workers, memory, on_result)
         if fatal or not lost:
             return fatal
-        todo, failed = losses.after_break(lost, _drain(started))
+        todo, failed = losses.after_break(lost, began)
         for path in failed:
             on_result(CaseResult(path.name, failed=True,
                                  lines=[f"{path.name}: a worker process died while running it, "

@@ -80,6 +80,18 @@ def _cmd(inputs, out, *more):
     return [sys.executable, "-m", "qmedsam.predict", "-i", str(inputs), "-o", str(out), "-q", *more]
 
 
+def test_thousands_of_cases_end(tmp_path):
+    """Workers name each case they begin to the parent; names left unread fill the pipe, and a
+    worker that cannot flush them never exits (1,500 long names did that: the run hung at its end)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(1500):
+        (folder / f"2DBox_Bad_{'x' * 60}_{i:05d}.npz").write_bytes(b"not a zip")
+    run = subprocess.run(_cmd(folder, tmp_path / "out", "--jobs", "2"), cwd=ROOT, stderr=subprocess.PIPE,
+                         text=True, timeout=120)
+    assert run.returncode == 1 and "1500 cases: 0 ok, 1500 failed" in run.stderr.splitlines()[-1]
+
+
 def test_two_runs_on_one_outputs_folder_share_the_work(short_cases, plain, tmp_path):
     inputs, names = short_cases
     out = tmp_path / "out"
