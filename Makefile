@@ -175,7 +175,17 @@ bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 .PHONY: bench-mix bench-rates
 bench-mix: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_mix $(if $(MATCH),--match $(MATCH)) $(if $(SETTINGS),--settings "$(SETTINGS)") \
-	  $(if $(VERSIONS),--versions "$(VERSIONS)") $(if $(RUNS),--runs $(RUNS))
+	  $(if $(VERSIONS),--versions "$(VERSIONS)") $(if $(RUNS),--runs $(RUNS)) $(if $(BASELINE),--baseline $(BASELINE))
+
+# a change to the runtime's shape: this checkout's label maps against BASELINE's, every precision,
+# 3D mode and CPU setting, on the samples and the public case mix (no timing)
+.PHONY: same-maps trace-depth
+same-maps: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
+	$(PY) -m benchmarks.same_maps --baseline $(or $(BASELINE),HEAD) $(if $(SETTINGS),--settings "$(SETTINGS)")
+
+# the runtime's own frames on the stack at each OpenVINO inference call of a short 3D case (at most 9)
+trace-depth: $(STAMP)
+	$(PY) -m tools.trace_depth
 
 bench-rates: $(STAMP)
 	$(PY) -m benchmarks.bench_rates $(if $(WRITE),--write)

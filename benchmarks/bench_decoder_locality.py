@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from benchmarks.cpu import describe
-from qmedsam.cases import box_xy, load_case
-from qmedsam.plan3d import middle_slice
-from qmedsam.preprocess import boxes_to_model, image_to_tensor
+from qmedsam.cases.read import load_case
+from qmedsam.segment.plan3d import box_xy
+from qmedsam.segment.plan3d import middle_slice
+from qmedsam.image.preprocess import boxes_to_model, image_to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 GRID, CELL = 64, 4                      # embedding grid cells; model-frame pixels per cell

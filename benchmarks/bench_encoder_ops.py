@@ -44,8 +44,8 @@ def breakdown(nodes) -> dict[str, dict[str, float]]:
 
 
 def _encoder_files(models: Path) -> dict[str, Path]:
-    from qmedsam.encoder_choice import choose_encoder
-    from qmedsam.model_spec import ENCODER_FLOAT
+    from qmedsam.precision.setting import choose_encoder
+    from qmedsam.model.spec import ENCODER_FLOAT
 
     int8, _ = choose_encoder("auto")
     if int8 == ENCODER_FLOAT.name:                 # a CPU where auto runs float: the int8 one it would force
@@ -56,8 +56,8 @@ def _encoder_files(models: Path) -> dict[str, Path]:
 def measure(models: Path, rounds: int) -> dict:
     import openvino as ov
 
-    from qmedsam.engine import float_ops_for
-    from qmedsam.model_spec import ENCODER_FLOAT
+    from qmedsam.precision.setting import float_ops_for
+    from qmedsam.model.spec import ENCODER_FLOAT
 
     core = ov.Core()
     x = [np.random.default_rng(i).random((1, 3, 256, 256), dtype=np.float32) for i in range(4)]

@@ -2,7 +2,7 @@
 
 For every 3D case (the labelled public volumes and their reslices, and MR volumes from nibabel's
 test files with Otsu-component boxes), in each CPU setting: the int8 encoder's segmentation and
-the float fallback's (the same engine, ``qmedsam.int8_guard``), their per-label agreement, their
+the float fallback's (the same engine, ``qmedsam.precision.guard``), their per-label agreement, their
 DSC against the ground truth where there is one, and the probe statistics of a few probe choices
 (lowest and pixel-weighted box Dice).  The guard's threshold is chosen from this table.  The
 float fallback is the int8 folder's own float encoder (f16-stored weights, f32 arithmetic);
@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import describe, run_setting, settings
-from qmedsam.cases import Case
-from qmedsam.engine import Engine, EngineOptions, float_ops_for
-from qmedsam.int8_guard import (MIN_DICE, PROBE_SLICES, SURE_DICE, encode_probes, keeps_int8, pixel_dice,
-                                probe_pairs, probe_prompts, probe_slices, settled)
-from qmedsam.model_spec import ENCODER_FLOAT
-from qmedsam.preprocess import Geometry
-from qmedsam.image_session import ImageSession
-from qmedsam.segment import Options, Stats, segment_case
+from qmedsam.cases.read import Case
+from qmedsam.image.predictor import ImagePredictor
+from qmedsam.image.preprocess import Geometry, image_to_tensor
+from qmedsam.model.model import Model, ModelSettings
+from qmedsam.model.spec import ENCODER_FLOAT
+from qmedsam.precision.guard import (MIN_DICE, PROBE_SLICES, SURE_DICE, keeps_int8, pixel_dice, probe_prompts,
+                                     probe_slices, settled)
+from qmedsam.precision.policy import Plan
+from qmedsam.precision.setting import float_ops_for
+from qmedsam.segment.case_run import segment_case
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,20 +64,22 @@ def label_agreement(a: np.ndarray, b: np.ndarray, n: int) -> float:
     return float(np.mean(out))
 
 
-def probe_stats(engine: Engine, case: Case, counts) -> dict:
+def probe_stats(model: Model, int8: str, case: Case, counts) -> dict:
     """For each probe count ``n`` of ``counts``: the lowest and the pixel-weighted (the guard's
     statistic) int8-vs-float Dice of the boxes on the first ``n`` probe slices (each slice encoded
     once, by both encoders)."""
     zs = probe_slices(case.boxes, max(counts))
     geo = Geometry(*case.image.shape[1:])
-    def session(embedding):
-        return ImageSession(engine, Options().max_boxes, Stats()).set_image(embedding)
-    embeddings = encode_probes(engine, (engine.encoder, ENCODER_FLOAT.name), case.image, zs)
     prompts = probe_prompts(case.boxes, geo, zs)
+    predictor = ImagePredictor(model, 8)
+    masks = {}                          # slice -> (int8 masks, float masks)
+    for z in zs:
+        tensor, _ = image_to_tensor(case.image[z])
+        masks[z] = [[m > 0 for m in predictor.set_embedding(model.encode(tensor, name)[0], geo).logits(prompts[z])]
+                    for name in (int8, ENCODER_FLOAT.name)]
     out = {}
     for n in counts:
-        pairs = list(probe_pairs(embeddings, (engine.encoder, ENCODER_FLOAT.name),
-                                 {z: prompts[z] for z in zs[:n]}, geo, session))
+        pairs = [pair for z in zs[:n] for pair in zip(*masks[z])]
         # a few pixels' difference would decide smaller masks
         dice = [2.0 * int(np.logical_and(a, b).sum()) / (int(a.sum()) + int(b.sum()))
                 for a, b in pairs if max(int(a.sum()), int(b.sum())) >= 8]
@@ -89,23 +93,20 @@ def measure(models: Path, samples: Path) -> dict:
     from benchmarks.bench_int8_accuracy import auto_int8_encoder
 
     int8 = auto_int8_encoder(models)
-    engine = Engine(models, EngineOptions(float_precision=float_ops_for("auto"), encoder=int8,
-                                         fallback=ENCODER_FLOAT.name))
+    model = Model(models, ModelSettings(float_ops=float_ops_for("auto"), encoder=int8, also=ENCODER_FLOAT.name))
     labelled = [(c, gt, sp) for c, gt, sp in cases(samples) if c.is_3d]
     rows = {}
     for case, gt, spacing in [*labelled, *((c, None, None) for c in mr_volumes())]:
         row = {"boxes": len(case.boxes), "slices": int(case.image.shape[0])}
         segs = {}
         for name in (int8, ENCODER_FLOAT.name):
-            engine.use_encoder(name)
-            segs[name] = segment_case(case, engine, Options())[0]
-        engine.use_encoder(int8)
+            segs[name] = segment_case(case, model, Plan(name, False, ""))[0]
         row["encoder"] = int8
         row["agreement"] = label_agreement(segs[int8], segs[ENCODER_FLOAT.name], len(case.boxes))
         if gt is not None:
             row["dsc"] = {"int8": case_scores(gt, segs[int8], spacing)[0],
                           "float": case_scores(gt, segs[ENCODER_FLOAT.name], spacing)[0]}
-        stats = probe_stats(engine, case, sorted(set(PROBES.values())))
+        stats = probe_stats(model, int8, case, sorted(set(PROBES.values())))
         row["probes"] = {k: stats[n] for k, n in PROBES.items()}
         rows[case.name] = row
         print(f"  {case.name}: {json.dumps(row)}", file=sys.stderr, flush=True)

@@ -30,10 +30,9 @@ import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, settings
 from benchmarks.int8_figure import draw
-from qmedsam.engine import Engine, EngineOptions
-from qmedsam.model_dir import has_graph
-from qmedsam.model_spec import ENCODER, ENCODER_FLOAT, ENCODER_W7
-from qmedsam.segment import Options, segment_case
+from benchmarks.setups import Setup
+from qmedsam.model.folder import has_graph
+from qmedsam.model.spec import ENCODER, ENCODER_FLOAT, ENCODER_W7
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,33 +50,31 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
     from benchmarks.bench_model import held_out_agreement
     from benchmarks.bench_prompting import cases
 
-    engines = {"fp32": Engine(folders["int8"] / "fp32", EngineOptions(float_precision="f32"))}
+    engines = {"fp32": Setup.open(folders["int8"] / "fp32", "f32")}
     for k, p in folders.items():
         encoder = auto_int8_encoder(p)
-        engines[k] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder))
-        engines[k + GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=encoder,
-                                                        fallback=ENCODER_FLOAT.name))
+        engines[k] = Setup.open(p, float_ops, encoder)
+        engines[k + GUARDED] = Setup.open(p, float_ops, encoder, guard=True)
         if k != "int8":                             # a candidate's other encoder is measured only
             continue                                # when it is not the committed folder's
         if encoder != ENCODER.name:                 # the 8-bit encoder beside the 7-bit one auto runs here
-            engines[k + " 8-bit"] = Engine(p, EngineOptions(float_precision=float_ops, encoder=ENCODER.name))
+            engines[k + " 8-bit"] = Setup.open(p, float_ops, ENCODER.name)
             other = " 8-bit", ENCODER.name
         elif has_graph(p, ENCODER_W7.name):
             other = " 7-bit", ENCODER_W7.name
         else:
             continue
-        engines[k + other[0] + GUARDED] = Engine(p, EngineOptions(float_precision=float_ops, encoder=other[1],
-                                                                    fallback=ENCODER_FLOAT.name))
+        engines[k + other[0] + GUARDED] = Setup.open(p, float_ops, other[1], guard=True)
     labelled = {}
     for case, gt, spacing in cases(samples):
         labelled[case.name] = {}
         for k, e in engines.items():
-            seg, stats = segment_case(case, e, Options(guard=k.endswith(GUARDED)))
+            seg, stats = e.segment(case)
             labelled[case.name][k] = (*case_scores(gt, seg, spacing), stats.verdict.encoder if stats.verdict else "")
         print(f"  {case.name}: " + ", ".join(f"{k} {d:.4f}/{n:.4f} {v}" for k, (d, n, v) in labelled[case.name].items()),
               file=sys.stderr, flush=True)
     for k in folders:
-        engines[k + GUARDED].use_encoder(ENCODER_FLOAT.name)      # the guard's choice for a 2D image
+        engines[k + GUARDED] = engines[k + GUARDED].running(ENCODER_FLOAT.name)   # the guard's choice for a 2D image
     return {"labelled": labelled,            # the other encoder's guarded row would repeat FP32 on 2D images
             "held_out": held_out_agreement({k: e for k, e in engines.items()
                                             if not k.endswith(GUARDED) or k[:-len(GUARDED)] in folders})}
@@ -85,7 +82,7 @@ def measure(folders: dict[str, Path], float_ops: str, samples: Path) -> dict:
 
 def auto_int8_encoder(folder: Path) -> str:
     """The int8 encoder ``--precision auto`` runs on this CPU (in this setting) from ``folder``."""
-    from qmedsam.encoder_choice import choose_encoder
+    from qmedsam.precision.setting import choose_encoder
 
     name = choose_encoder("auto")[0]
     return name if name != ENCODER_FLOAT.name and has_graph(folder, name) else ENCODER.name

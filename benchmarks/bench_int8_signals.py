@@ -28,7 +28,7 @@ T = 1.0                     # logits: sigmoid(1) = 0.73, sigmoid(-1) = 0.27
 
 def images() -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(tag, 2D image, (K, 4) boxes) of the held-out sets and of each slice of the mix's short 3D cases."""
-    from qmedsam.cases import box_xy
+    from qmedsam.segment.plan3d import box_xy
     from tools.case_mix import write_mix
     from tools.modalities import held_out_sets
 
@@ -52,14 +52,14 @@ def _pooled(pairs) -> float | None:
 
 
 def measure(models: Path) -> list[dict]:
-    from qmedsam.engine import Engine, EngineOptions, float_ops_for
-    from qmedsam.image_session import ImageSession
-    from qmedsam.model_spec import ENCODER_FLOAT, ENCODER_W7
-    from qmedsam.preprocess import boxes_to_model, image_to_tensor
-    from qmedsam.segment import Stats
+    from qmedsam.image.predictor import ImagePredictor
+    from qmedsam.image.preprocess import boxes_to_model, image_to_tensor
+    from qmedsam.model.model import Model, ModelSettings
+    from qmedsam.model.spec import ENCODER_FLOAT, ENCODER_W7
+    from qmedsam.precision.setting import float_ops_for
 
-    engine = Engine(models, EngineOptions(float_precision=float_ops_for("auto"), encoder=ENCODER_W7.name,
-                                         fallback=ENCODER_FLOAT.name))
+    model = Model(models, ModelSettings(float_ops=float_ops_for("auto"), encoder=ENCODER_W7.name,
+                                        also=ENCODER_FLOAT.name))
     rows = []
     for tag, img, boxes in images():
         tensor, geo = image_to_tensor(img)
@@ -67,9 +67,10 @@ def measure(models: Path) -> list[dict]:
         h, w = geo.resized
         got = {}
         for name in (ENCODER_W7.name, ENCODER_FLOAT.name):
-            session = ImageSession(engine, 16, Stats()).set_image(engine.encode_with(name, tensor))
+            predictor = ImagePredictor(model, 16).set_embedding(model.encode(tensor, name)[0], geo)
             logits, iou = [], []
-            for _, (block, block_iou) in session.blocks(prompts, with_iou=True):
+            for s in range(0, len(prompts), 16):
+                block, block_iou = predictor.decode(prompts[s:s + 16])
                 logits.extend(block[:, 0, :h, :w])
                 iou.extend(block_iou.tolist())
             got[name] = (logits, iou)
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
     if args.measure:
         print(json.dumps(measure(args.models)))
         return 0
-    from qmedsam.int8_guard import MIN_DICE
+    from qmedsam.precision.guard import MIN_DICE
 
     print(f"CPU: {describe()}")
     results = {}

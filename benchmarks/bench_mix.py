@@ -20,6 +20,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -39,13 +40,16 @@ SLOWER_LIMIT = 1.13          # no case may take more than this times fp32's time
 
 
 def run_once(case: Path, work: Path, cache: Path, env: dict, options: list[str]) -> dict:
-    """One fresh predictor process on a folder holding only ``case``: wall seconds and its ledger row."""
+    """One fresh predictor process on a folder holding only ``case``: wall seconds and its ledger row.
+    ``options`` may start with another revision's predict.sh (a baseline: :func:`baseline_version`)."""
     inputs, outputs = work / "inputs", work / "outputs"
     shutil.rmtree(work, ignore_errors=True)
     inputs.mkdir(parents=True)
     os.link(case, inputs / case.name) if case.stat().st_dev == inputs.stat().st_dev else shutil.copy(case, inputs)
     t = time.perf_counter()
-    proc = subprocess.run(["sh", str(ROOT / "predict.sh"), "-i", str(inputs), "-o", str(outputs), "-q",
+    script, options = (options[0], options[1:]) if options and options[0].endswith("predict.sh") else \
+        (str(ROOT / "predict.sh"), options)
+    proc = subprocess.run(["sh", script, "-i", str(inputs), "-o", str(outputs), "-q",
                            "--cache", str(cache), *options], capture_output=True, encoding="utf-8",
                           errors="replace", env=env)
     wall = time.perf_counter() - t
@@ -54,6 +58,15 @@ def run_once(case: Path, work: Path, cache: Path, env: dict, options: list[str])
     with open(outputs / "efficiency.csv", newline="") as f:
         row = next(csv.DictReader(f))
     return {"wall": wall, "ledger": row, "pred": str(outputs / case.name)}
+
+
+def baseline_version(rev: str, out: Path) -> tuple[str, list[str]]:
+    """('baseline REV', its predict.sh and models): the product's default at another revision, from
+    a git worktree of it (kept under ``out``) with this checkout's float models."""
+    from benchmarks.same_maps import worktree
+
+    tree = worktree(rev, out)
+    return f"baseline {rev}", [str(tree / "predict.sh"), "--models", str(tree / "models")]
 
 
 def geomean(xs: list[float]) -> float:
@@ -66,7 +79,7 @@ def measure(cases: list[Path], gts: Path, work: Path, versions: dict, setting: s
     median wall time kept); returns {case: {version: figures}}."""
     from qmedsam_eval.scoring import score_case
 
-    env = dict(os.environ, **SETTINGS[setting])
+    env = dict(os.environ, **SETTINGS[setting], PYTHON=sys.executable)   # a baseline worktree has no .venv
     caches = {v: work / setting / f"cache-{i}" for i, v in enumerate(versions)}
     for case in warm:                     # fill each version's compile cache with what it loads
         for v, opts in versions.items():
@@ -111,6 +124,25 @@ def summary(results: dict, versions) -> list[str]:
                      f"{ratios[slowest]:.2f}x ({names[slowest]}); DSC {sum(dsc) / len(dsc):.4f} NSD "
                      f"{sum(nsd) / len(nsd):.4f}; worst DSC vs {REFERENCE} {100 * (dsc[worst] - d_ref[worst]):+.2f} "
                      f"points ({names[worst]})")
+    return lines
+
+
+def against_baseline(results: dict, label: str) -> list[str]:
+    """The default against a baseline revision's, case by case: the ratio of median walls, and
+    whether the default is slower by more than the run's noise (the larger spread of either's rounds)."""
+    lines, slower = [], []
+    for case, res in results.items():
+        base, ours = res[label], res["default"]
+        noise = max(max(r["walls"]) - min(r["walls"]) for r in (base, ours))
+        late = ours["wall"] - base["wall"]
+        if late > noise:
+            slower.append(case)
+        lines.append(f"    {case:34s} {base['wall']:6.2f} -> {ours['wall']:6.2f} s ({base['wall'] / ours['wall']:.3f}x, "
+                     f"noise {noise:.2f} s){'  SLOWER' if late > noise else ''}")
+    total = sum(r[label]["wall"] for r in results.values()) / sum(r["default"]["wall"] for r in results.values())
+    ratios = [r[label]["wall"] / r["default"]["wall"] for r in results.values()]
+    lines.append(f"  default vs {label}: total {total:.3f}x, geomean {geomean(ratios):.3f}x; slower beyond noise: "
+                 f"{', '.join(slower) or 'none'}")
     return lines
 
 
@@ -159,6 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=1, help="rounds per case; the median wall time is kept")
     ap.add_argument("--resume", type=Path, default=None, help="a results.json whose settings are kept, not rerun")
     ap.add_argument("--versions", default="", help="precision settings to run besides default and fp32, e.g. 'int8'")
+    ap.add_argument("--baseline", default="", help="also the default of this git revision (e.g. the previous one)")
     args = ap.parse_args(argv)
     if not (args.mix / "inputs").is_dir():
         from tools.case_mix import write_mix
@@ -170,6 +203,9 @@ def main(argv=None) -> int:
         chosen = {k: v for k, v in chosen.items() if k in args.settings.split(",")}
     versions = {k: v for k, v in VERSIONS.items()
                 if k in ("default", REFERENCE) or not args.versions or any(t in k for t in args.versions.split(","))}
+    if args.baseline:
+        label, options = baseline_version(args.baseline, args.out)
+        versions[label] = options
     warm = [p for p in cases if p.name in ("2DBox_CT_onebox.npz", "3DBox_Microscope_nuclei31.npz")] or cases[:1]
     print(f"CPU: {describe()}")
     if settings_note(chosen):
@@ -184,6 +220,9 @@ def main(argv=None) -> int:
         all_results[setting] = measure(cases, args.mix / "gts", args.out / "work", here, setting, warm, args.runs)
         for line in summary(all_results[setting], here):
             print(line)
+        for label in (v for v in here if v.startswith("baseline")):
+            for line in against_baseline(all_results[setting], label):
+                print(line)
         # saved after each setting: --resume takes a stopped run up from there
         (args.out / "results.json").write_text(json.dumps({"cpu": describe(), "results": all_results}, indent=1))
     print(spread(all_results))

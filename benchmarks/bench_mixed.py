@@ -72,14 +72,15 @@ def encoder_ms(engines: dict, x: np.ndarray) -> dict[str, float]:
 
 def measure(models: Path, folders: dict[str, str]) -> dict:
     from benchmarks.bench_model import held_out_agreement
-    from qmedsam.engine import Engine, EngineOptions, float_ops_for
-    from qmedsam.model_spec import ENCODER_FLOAT
+    from benchmarks.setups import Setup
+    from qmedsam.model.spec import ENCODER_FLOAT
+    from qmedsam.precision.setting import float_ops_for
 
     ops = float_ops_for("auto")
-    engines = {"fp32": Engine(models / "fp32", EngineOptions(float_precision="f32"))}
+    engines = {"fp32": Setup.open(models / "fp32", "f32")}
     for name, folder in folders.items():
-        engines[name] = Engine(Path(folder), EngineOptions(float_precision=ops))
-    engines[ALL_FLOAT] = Engine(models, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name))
+        engines[name] = Setup.open(Path(folder), ops)
+    engines[ALL_FLOAT] = Setup.open(models, "f32", ENCODER_FLOAT.name)
     x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
     ms = encoder_ms({name: e for name, e in engines.items() if name != "fp32"}, x)
     held = held_out_agreement(engines)

@@ -23,17 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import SETTINGS, describe, run_setting, settings, settings_note
-from qmedsam.cases import box_xy, load_case
-from qmedsam.decoder_windows import MARGIN, OUTSIDE, plan_windows
-from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
-from qmedsam.engine import Engine, EngineOptions
-from qmedsam.image_session import ImageSession
-from qmedsam.model_spec import DECODER_PLAIN, REFERENCE_FOLDER
-from qmedsam.model_dir import has_graph
-from qmedsam.memory import MAX_BLOCK
-from qmedsam.plan3d import middle_slice
-from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor
-from qmedsam.segment import Options, Stats, segment_case
+from qmedsam.cases.read import load_case
+from qmedsam.segment.plan3d import box_xy
+from qmedsam.model.windows import MARGIN, OUTSIDE, plan_windows
+from qmedsam.precision.setting import FLOAT_ENCODER, choose_encoder
+from benchmarks.setups import Setup
+from qmedsam.image.predictor import ImagePredictor
+from qmedsam.model.spec import DECODER_PLAIN, REFERENCE_FOLDER
+from qmedsam.model.folder import has_graph
+from qmedsam.system.memory import MAX_BLOCK
+from qmedsam.segment.plan3d import middle_slice
+from qmedsam.image.preprocess import Geometry, boxes_to_model, image_to_tensor
 from qmedsam_eval.metrics import dice, label_dice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +68,9 @@ def _plain_xml(folder: Path) -> Path:
     return folder / REFERENCE_FOLDER / DECODER_PLAIN.files[0]
 
 
-def _factored_run(engine: Engine, emb: np.ndarray, boxes: np.ndarray) -> None:
-    """The runtime's decoding of ``boxes`` on one image (its session's block loop)."""
-    for _ in ImageSession(engine, MAX_BLOCK, Stats()).set_image(emb).blocks(boxes):
-        pass
+def _factored_run(setup: Setup, emb: np.ndarray, boxes: np.ndarray) -> None:
+    """The runtime's decoding of ``boxes`` on one image (its predictor's block loop)."""
+    ImagePredictor(setup.model, MAX_BLOCK).set_embedding(emb, Geometry(256, 256)).logits(boxes)
 
 
 def _seconds(fn) -> float:
@@ -80,7 +79,7 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t
 
 
-def real_inputs(samples: Path, encoder: Engine):
+def real_inputs(samples: Path, encoder: Setup):
     """A real embedding and 241 real-sized boxes (the nuclei sample's, repeated with jitter)."""
     case = load_case(samples / "2DBox_Microscope_0003.npz")
     x, geo = image_to_tensor(case.image)
@@ -92,7 +91,7 @@ def real_inputs(samples: Path, encoder: Engine):
     return emb, np.clip(boxes, 0, 255).astype(np.float32)[:max(BOX_COUNTS)]
 
 
-def factored_agreement(samples: Path, encoder: Engine, factored: Engine, plain: PlainDecoder) -> dict:
+def factored_agreement(samples: Path, encoder: Setup, factored: Setup, plain: PlainDecoder) -> dict:
     """Factored vs plain float decoder on real slices (2D samples, 3D samples' box middle slices)."""
     dices, diffs = [], []
     for path in sorted(samples.glob("*.npz")):
@@ -103,8 +102,7 @@ def factored_agreement(samples: Path, encoder: Engine, factored: Engine, plain: 
             x, geo = image_to_tensor(image)
             emb = encoder.encode(x)
             b = boxes_to_model(boxes, Geometry(*image.shape[:2]))
-            factored.prepare(emb)
-            ours, ref = factored.decode(b), plain.logits(emb, b)
+            ours, ref = factored.logits(emb, b), plain.logits(emb, b)
             diffs.append(float(np.abs(ours - ref).max()))
             dices += [dice(o > 0, r > 0) for o, r in zip(ours, ref)]
     return {"masks": len(dices), "dice_mean": float(np.mean(dices)), "dice_min": float(np.min(dices)),
@@ -127,7 +125,7 @@ def real_slices(samples: Path):
                 yield case.image[z], box_xy(b[None])
 
 
-def window_agreement(samples: Path, windowed: Engine, whole: Engine) -> dict:
+def window_agreement(samples: Path, windowed: Setup, whole: Setup) -> dict:
     """Per margin: masks decoded over their windows against the whole grid's, on real slices:
     pooled and lowest Dice, the share of boxes given a window, and the largest logit difference
     inside the windows (0: the same arithmetic).  Each slice is encoded and decoded whole once."""
@@ -136,14 +134,13 @@ def window_agreement(samples: Path, windowed: Engine, whole: Engine) -> dict:
         x, _ = image_to_tensor(image)
         emb = whole.encode(x)
         b = boxes_to_model(boxes, Geometry(*image.shape[:2]))
-        whole.prepare(emb)                       # two engines: each keeps its own per-image state
-        windowed.prepare(emb)
+        states = whole.model.prepare(emb), windowed.model.prepare(emb)
         for s in range(0, len(b), MAX_BLOCK):
             block = b[s:s + MAX_BLOCK]
-            ref = whole.decode(block)
+            ref = whole.model.decode(states[0], block)[0]
             for margin, a in acc.items():
-                windowed.margin = margin
-                ours = windowed.decode(block)
+                windowed.model.margin = margin
+                ours = windowed.model.decode(states[1], block)[0]
                 a["small"] += [size is not None for size, idx, _ in plan_windows(block, margin) for _ in idx]
                 kept = ours > OUTSIDE
                 a["inside"] = max(a["inside"], float(np.abs(ours[kept] - ref[kept]).max()) if kept.any() else 0.0)
@@ -151,7 +148,7 @@ def window_agreement(samples: Path, windowed: Engine, whole: Engine) -> dict:
                     i, n = int(np.logical_and(o, r).sum()), int(o.sum()) + int(r.sum())
                     a["both"], a["total"] = a["both"] + i, a["total"] + n
                     a["lowest"] = min(a["lowest"], 2 * i / n if n else 1.0)
-    windowed.margin = MARGIN
+    windowed.model.margin = MARGIN
     return {m: {"dice": 2 * a["both"] / a["total"], "lowest": a["lowest"], "windowed": float(np.mean(a["small"])),
                 "inside_max_diff": a["inside"], "masks": len(a["small"])} for m, a in acc.items()}
 
@@ -159,12 +156,12 @@ def window_agreement(samples: Path, windowed: Engine, whole: Engine) -> dict:
 def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
     f32 = setting != "default"                       # organiser-like: float leftovers in f32
     runtime = "f32" if f32 else "auto"
-    encoders = {"fp32": Engine(models / "fp32", EngineOptions(float_precision="f32")),
-                "int8": Engine(models, EngineOptions(float_precision=runtime))}
+    encoders = {"fp32": Setup.open(models / "fp32", "f32"),
+                "int8": Setup.open(models, runtime)}
     if not f32:
-        encoders["int8 (f32 leftovers)"] = Engine(models, EngineOptions(float_precision="f32"))
+        encoders["int8 (f32 leftovers)"] = Setup.open(models, "f32")
     if has_graph(models, FLOAT_ENCODER):             # what --precision auto runs where int8 is slow
-        encoders[FLOAT_ROW] = Engine(models, EngineOptions(float_precision=runtime, encoder=FLOAT_ENCODER))
+        encoders[FLOAT_ROW] = Setup.open(models, runtime, FLOAT_ENCODER)
     image = image_to_tensor(load_case(samples / "2DBox_CT_0002.npz").image)[0]
     for e in encoders.values():
         for _ in range(2):
@@ -179,18 +176,18 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
     decoders = {"committed int8 decoder (plain)": PlainDecoder(_plain_xml(models), runtime),
                 "plain fp32 decoder": plain_fp32,
                 "factored decoder (runtime)": encoders["int8"],
-                WHOLE_ROW: Engine(models, EngineOptions(float_precision=runtime, windows=False))}
+                WHOLE_ROW: Setup.open(models, runtime, windows=False)}
     if not f32:
         decoders["committed int8 decoder, f32 leftovers"] = PlainDecoder(_plain_xml(models), "f32")
         decoders["factored decoder, f32"] = encoders["int8 (f32 leftovers)"]
-        decoders[WHOLE_ROW + ", f32"] = Engine(models, EngineOptions(float_precision="f32", windows=False))
+        decoders[WHOLE_ROW + ", f32"] = Setup.open(models, "f32", windows=False)
     dec = {k: {} for k in decoders}
     for n in BOX_COUNTS:
         b = boxes[:n]
         times = {k: [] for k in decoders}
         for rep in range(1 + max(2, runs // (3 if n <= 16 else 6))):
             for k, d in decoders.items():
-                fn = (lambda: _factored_run(d, emb, b)) if isinstance(d, Engine) else (lambda: d.run(emb, b))
+                fn = (lambda: _factored_run(d, emb, b)) if isinstance(d, Setup) else (lambda: d.run(emb, b))
                 t = _seconds(fn)
                 if rep:                              # the first round warms up this batch size
                     times[k].append(1000 * t / n)
@@ -199,7 +196,7 @@ def measure(setting: str, models: Path, samples: Path, runs: int) -> dict:
     result = {"encoder_ms": {k: float(np.median(v)) for k, v in enc.items()}, "decoder_ms_per_box": dec,
               "factored_vs_plain_float": factored_agreement(
                   samples, encoders["fp32"],
-                  Engine(models / "fp32", EngineOptions(float_precision="f32", windows=False)), plain_fp32),
+                  Setup.open(models / "fp32", "f32", windows=False), plain_fp32),
               "windows": window_agreement(samples, encoders["int8"], decoders[WHOLE_ROW])}
     if not f32:
         engines = {"fp32": encoders["fp32"], "int8": encoders["int8"],
@@ -228,12 +225,10 @@ def held_out_agreement(engines: dict) -> dict:
             b = boxes_to_model(boxes, geo)
             masks = {}
             for k, e in engines.items():
-                e.prepare(e.encode(x))
-                masks[k] = e.decode(b)[:, 0] > 0
+                masks[k] = e.logits(e.encode(x), b)[:, 0] > 0
             dithered = np.clip(x + (rng.random(x.shape, dtype=np.float32) - 0.5) / 255, 0, 1)
             fp32 = engines["fp32"]
-            fp32.prepare(fp32.encode(dithered))
-            masks[DITHERED] = fp32.decode(b)[:, 0] > 0
+            masks[DITHERED] = fp32.logits(fp32.encode(dithered), b)[:, 0] > 0
             for k in scores:
                 scores[k] += [dice(m, r) for m, r in zip(masks[k], masks["fp32"])]
         out[modality] = {"images": len(pairs), "boxes": len(next(iter(scores.values()))),
@@ -248,7 +243,7 @@ def agreement(samples: Path, engines: dict) -> dict:
     out = {}
     for path in sorted(samples.glob("*.npz")):
         case = load_case(path)
-        segs = {k: segment_case(case, e, Options())[0] for k, e in engines.items()}
+        segs = {k: e.segment(case)[0] for k, e in engines.items()}
         labels = range(1, len(case.boxes) + 1)
         gt = np.load(gts / path.name)["gts"] if (gts / path.name).exists() else None
         truth = label_dice(segs["fp32"], gt) if gt is not None else {}

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import describe, settings, settings_note
-from qmedsam.encoder_choice import FLOAT_ENCODER, choose_encoder
+from qmedsam.precision.setting import FLOAT_ENCODER, choose_encoder
 from tools.synthetic_cases import large_case, one_box_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def _versus(res: dict, work: Path, names: list, case: Path) -> str:
 
 
 def preprocessing_seconds() -> float:
-    from qmedsam.preprocess import image_to_tensor
+    from qmedsam.image.preprocess import image_to_tensor
 
     photo = np.random.default_rng(0).integers(0, 256, (3024, 4032, 3), dtype=np.uint8)
     image_to_tensor(photo)

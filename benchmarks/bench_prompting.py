@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import describe
-from qmedsam.cases import Case, load_case
-from qmedsam.engine import Engine, EngineOptions
-from qmedsam.segment import Options, segment_case
-from qmedsam.zoom import MAX_CROPS
+from qmedsam.cases.read import Case, load_case
+from benchmarks.setups import Setup
+from qmedsam.image.zoom import MAX_CROPS
+from qmedsam.segment.options import SegmentOptions as Options
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from qmedsam_eval.metrics import case_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERPOLATE = (0.3, 0.4, 0.5)          # --interpolate-slices values measured (fixed mode)
 MODES = {False: {"zoom off": Options(zoom_crops=0), "zoom auto": Options(zoom_crops=MAX_CROPS)},
-         True: {"fixed": Options(mode_3d="fixed"), "propagate": Options(mode_3d="propagate"),
+         True: {"fixed": Options(mode_3d="fixed", interpolate=0), "propagate": Options(mode_3d="propagate"),
                "guided": Options(mode_3d="guided"),
                **{f"interp {t}": Options(mode_3d="fixed", interpolate=t) for t in INTERPOLATE}}}
 
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     ap.add_argument("--only", choices=("2d", "3d"), help="run only the 2D (zoom) or only the 3D cases")
     args = ap.parse_args(argv)
     print(f"CPU: {describe()}")
-    engines = {"int8": Engine(args.models), "fp32": Engine(args.models / "fp32", EngineOptions(float_precision="f32"))}
+    engines = {"int8": Setup.open(args.models), "fp32": Setup.open(args.models / "fp32", "f32")}
     rows = []
     for case, gt, spacing in cases(args.samples, tiled_3d=True):
         if args.only and case.is_3d != (args.only == "3d"):
@@ -83,13 +83,13 @@ def main(argv=None) -> None:
         for mode, opts in MODES[case.is_3d].items():
             for prec, engine in engines.items():
                 t = time.perf_counter()
-                seg, stats = segment_case(case, engine, opts)
+                seg, stats = engine.segment(case, opts)
                 seconds = time.perf_counter() - t
                 dsc, nsd = case_scores(gt, seg, spacing)
                 rows.append((case.name.split("_")[1], case.name, len(case.boxes), mode, prec, dsc, nsd, seconds,
-                             stats.encoder_passes))
+                             stats.passes))
                 print(f"  {case.name:38s} {mode:10s} {prec:5s} DSC {dsc:.4f} NSD {nsd:.4f} {seconds:6.2f} s "
-                      f"({stats.encoder_passes} encoder passes)", flush=True)
+                      f"({stats.passes} encoder passes)", flush=True)
     print("\n| modality | case | boxes | mode | int8 DSC | int8 NSD | int8 s | FP32 DSC | FP32 NSD | FP32 s |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|")
     table = {}

@@ -1,11 +1,11 @@
 """``make bench-rates``: the per-CPU-class seconds the precision policy prices a case with.
 
-Each CPU class (:func:`qmedsam.policy.cpu_class`) this CPU can stand in for is measured in a fresh
+Each CPU class ((:class:`qmedsam.precision.cpu.CpuFacts`)) this CPU can stand in for is measured in a fresh
 process under the matching oneDNN ISA cap (AMX, AVX-512 with VNNI and bf16, with VNNI only,
 AVX-512 alone as the organisers' CPU, AVX2): a float and an int8 (7-bit) encoder pass with the
 float leftovers the predictor would use there, each as a 3D case runs it (overlapping the
 decoding of the slice before), loading each encoder from a warm compile cache,
-the decoder's per-image step and one box.  Writes ``src/qmedsam/cpu_rates.json`` (``--write``) and prints the table.
+the decoder's per-image step and one box.  Writes ``src/qmedsam/precision/cpu_rates.json`` (``--write``) and prints the table.
 The figures' scale follows the CPU; the policy only compares them with each other.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def measure(models: Path, cache: Path, runs: int = 7) -> dict:
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    from qmedsam.engine import float_ops_for
+    from qmedsam.precision.setting import float_ops_for
 
     core = ov.Core()
     core.set_property({props.cache_dir: str(cache)})
@@ -49,26 +49,26 @@ def measure(models: Path, cache: Path, runs: int = 7) -> dict:
         t = time.perf_counter()
         core.compile_model(str(models / f"{graph}.xml"), "CPU", cfg)
         out[f"{key}_load"] = time.perf_counter() - t
-    from qmedsam.engine import Engine, EngineOptions
+    from qmedsam.model.model import Model, ModelSettings
 
     # A pass as a 3D case runs it: the next slice encoded while the current one is decoded (both
     # share the 2 cores, which isolated passes overstate int8's gain by: 1.24x alone, ~1.07x in a
     # case on the organisers' kind of CPU, make bench-mix's ledgers)
-    engine = Engine(models, EngineOptions(cache, float_precision=int8_ops, encoder="encoder_w7"))
+    model = Model(models, ModelSettings(cache, float_ops=int8_ops, encoder="encoder_w7"))
     boxes = np.asarray([[[60.0, 70.0, 110.0, 130.0]]] * 3, np.float32)
+    state = None
     for key, graph in (("float", "encoder_float"), ("int8", "encoder_w7")):
-        engine.use_encoder(graph)
-        emb = engine.encode(x)
-        pending = engine.start_encode(x)
+        emb, _ = model.encode(x, graph)
+        pending = model.start_encode(x, graph)
         t = time.perf_counter()
         for _ in range(runs):
-            emb, pending = engine.finish_encode(pending), engine.start_encode(x)
-            engine.prepare(emb)
-            engine.decode(boxes)
+            emb, pending = model.finish_encode(pending), model.start_encode(x, graph)
+            state = model.prepare(emb, state)
+            model.decode(state, boxes)
         out[f"{key}_pass"] = (time.perf_counter() - t) / runs
-        engine.finish_encode(pending)
-    out["prepare_image"] = _median_seconds(lambda: engine.prepare(emb), runs)
-    out["decode_box"] = _median_seconds(lambda: engine.decode(boxes[:1]), runs)
+        model.finish_encode(pending)
+    out["prepare_image"] = _median_seconds(lambda: model.prepare(emb, state), runs)
+    out["decode_box"] = _median_seconds(lambda: model.decode(state, boxes[:1]), runs)
     return {k: round(v, 4) for k, v in out.items()}
 
 
@@ -101,14 +101,15 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=Path, default=ROOT / "models")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--write", action="store_true", help="write the table into src/qmedsam/cpu_rates.json")
+    ap.add_argument("--write", action="store_true", help="write the table into src/qmedsam/precision/cpu_rates.json")
     args = ap.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args.models, args.cache)))
         return 0
-    from qmedsam.policy import RATES_FILE, cpu_class
+    from qmedsam.precision.cpu import CpuFacts
+    from qmedsam.precision.policy import RATES_FILE
 
-    here = cpu_class()
+    here = CpuFacts.here().cls
     order = list(CAPS)
     classes = order[order.index(here):]          # this CPU and every class below it
     print(f"CPU: {describe()}; runs as class {here}")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cpu import describe
-from qmedsam.workers import usable_cores
+from qmedsam.run.processes import usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "out" / "bench-throughput"

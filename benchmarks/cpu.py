@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qmedsam.encoder_choice import cpu_flags
+from qmedsam.precision.cpu import cpu_flags
 
 FLAGS = ("avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 # The organisers' published timing machine is a Xeon W-2133 (Skylake: AVX-512 without VNNI,

@@ -7,31 +7,31 @@ it beside ``--jobs``; the predictor ships processes (see docs/datasets.md for th
 """
 from __future__ import annotations
 
-import copy
 import sys
 import threading
 import time
 
-from qmedsam.case_runner import CaseRunner
-from qmedsam.claims import remove_folder
-from qmedsam.memory import memory_limit
-from qmedsam.predict import Tally, parse_args, start
-from qmedsam.workers import largest_first, usable_cores
+from qmedsam.predict import parse_args
+from qmedsam.run.claims import remove_folder
+from qmedsam.run.sharing import in_order, memory_share, usable_cores
+from qmedsam.run.start import configure
+from qmedsam.run.tally import Tally
+from qmedsam.run.worker import CaseWorker
+from qmedsam.system.memory import memory_limit
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     n, args = int(argv[0]), parse_args(argv[1:])
     t0 = time.perf_counter()
-    cases, everything = start(args)
-    tally, lock = Tally(args, everything), threading.Lock()
-    todo = largest_first(cases)
+    config, cases, everything, _ = configure(args)
+    tally, lock = Tally(config, everything), threading.Lock()
+    todo = in_order(cases, n)
 
     def work(worker: int) -> None:
-        mine = copy.copy(args)
-        mine.threads = max(1, usable_cores() // n)
-        mine.pin_threads = False              # threads of one process: no core sets of their own
-        runner = CaseRunner(mine, worker=worker, memory=memory_limit() // n)
+        # threads of one process: no core sets of their own
+        mine = config.worker(max(1, usable_cores() // n), memory_share(memory_limit(), 1, n), pin_threads=False)
+        runner = CaseWorker(mine, worker=worker)
         while True:
             with lock:
                 if not todo:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     for t in threads:
         t.join()
     tally.record.write()
-    remove_folder(args.outputs)
+    remove_folder(config.outputs)
     print(f"qmedsam: {tally.summary(len(cases), time.perf_counter() - t0)}", file=sys.stderr)
     return 1 if tally.failed else 0
 

@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from tools.synthetic_cases import large_case  # noqa: E402
-from qmedsam.model_spec import shipped_files  # noqa: E402
+from qmedsam.model.spec import shipped_files  # noqa: E402
 from qmedsam_eval.timing import time_cases  # noqa: E402
 
 
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
         check("the image's runtime modules are the checkout's", shipped.stdout.split() == runtime,
               f"{len(shipped.stdout.split())} modules")
         rates = engine.run("container", "run", "--rm", "--network", "none", args.image, "python3", "-c",
-                           "from qmedsam.policy import load_rates; print(len(load_rates()))", capture=True, check=False)
+                           "from qmedsam.precision.policy import load_rates; print(len(load_rates()))", capture=True, check=False)
         check("the image holds the precision policy's rates table", rates.stdout.strip() == "5",
               rates.stdout.strip() or rates.stderr.strip()[-200:])
 

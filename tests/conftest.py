@@ -62,7 +62,7 @@ def quick_int8(weights, tmp_path_factory, ct_case):
 @pytest.fixture(scope="session")
 def fp32_dir(float_model, tmp_path_factory):
     """Float IR: the repo's models/fp32 when exported, else a fresh export."""
-    from qmedsam.model_spec import DECODER_PLAIN, REQUIRED
+    from qmedsam.model.spec import DECODER_PLAIN, REQUIRED
     from training.graph_export import path_of
 
     if all(path_of(MODELS / "fp32", g).exists() for g in (*REQUIRED, DECODER_PLAIN)):
@@ -74,31 +74,66 @@ def fp32_dir(float_model, tmp_path_factory):
     return out
 
 
-class CountingEngine:
-    """The real engine, recording which slices (by content) it encodes."""
+class CountingModel:
+    """The real model, recording which images (by content) it encodes."""
 
     def __init__(self, real):
         self.real = real
         self.encoded = []
 
-    def start_encode(self, tensor):
+    def start_encode(self, tensor, graph):
         self.encoded.append(tensor.tobytes().__hash__())
-        return self.real.start_encode(tensor)
+        return self.real.start_encode(tensor, graph)
 
-    def finish_encode(self, handle):
-        return self.real.finish_encode(handle)
+    def __getattr__(self, name):
+        return getattr(self.real, name)
 
-    def encode(self, tensor):
-        return self.finish_encode(self.start_encode(tensor))
 
-    def prepare(self, emb):
-        self.real.prepare(emb)
+class StandIn:
+    """A stand-in model with the real one's calls (encode, prepare, decode, release): a subclass says
+    what an encoder pass gives (:meth:`embed`) and what boxes decode to against an embedding
+    (:meth:`masks`).  Records the encoder graphs it ran and the ones it was told to release."""
 
-    def release(self, graph):
-        self.real.release(graph)
+    def __init__(self):
+        self.encoded: list[str] = []
+        self.released: list[str] = []
 
-    def decode(self, boxes, **kw):
-        return self.real.decode(boxes, **kw)
+    def embed(self, tensor, graph: str):
+        import numpy as np
+
+        return np.zeros((1, 256, 64, 64), np.float32)
+
+    def masks(self, embedding, boxes):
+        raise NotImplementedError
+
+    def has_encoder(self, name: str) -> bool:
+        return True
+
+    def start_encode(self, tensor, graph: str):
+        from qmedsam.model.model import Encoding
+
+        self.encoded.append(graph)
+        encoding = Encoding(graph, None)
+        encoding.embedding = self.embed(tensor, graph)
+        return encoding
+
+    def finish_encode(self, encoding):
+        return encoding.embedding
+
+    def encode(self, tensor, graph: str):
+        return self.finish_encode(self.start_encode(tensor, graph)), 0.0
+
+    def prepare(self, embedding, state=None):
+        return {"embedding": embedding}
+
+    def decode(self, state, boxes):
+        return self.masks(state["embedding"], boxes)
+
+    def release_encoder(self, name: str) -> None:
+        self.released.append(name)
+
+    def release_prepare(self) -> None:
+        pass
 
 
 def write_short_cases(folder: Path) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from qmedsam.atomic import save_npz
+from qmedsam.cases.atomic import save_npz
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from tools.public_data import Labelled, ct_chest, nuclei_2d, nuclei_3d, stretch_to_uint8, tiled_nuclei
 

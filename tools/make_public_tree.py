@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.atomic import save_npz
+from qmedsam.cases.atomic import save_npz
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from tools.public_data import ct_chest, nuclei_2d, nuclei_3d, quadrant
 

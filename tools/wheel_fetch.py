@@ -6,7 +6,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from qmedsam.atomic import replacing
+from qmedsam.cases.atomic import replacing
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache"
 

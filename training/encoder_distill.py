@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from qmedsam.preprocess import image_to_tensor
+from qmedsam.image.preprocess import image_to_tensor
 from training.qat.distill_data import crop_and_flip
 from training.qat.student import keep_batchnorm_statistics
 

@@ -16,7 +16,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from qmedsam.model_spec import ENCODER, ENCODER_FLOAT, ENCODER_W7, MANIFEST
+from qmedsam.model.spec import ENCODER, ENCODER_FLOAT, ENCODER_W7, MANIFEST
 from tools.weights import DEFAULT_PATH, ensure_weights
 from training import model_sources
 from training.graph_export import (GRAPH_EXTS, OPSET, RUNTIME_DECODER, encoder_graph, export_float,
@@ -51,7 +51,7 @@ def export_int8(source: ModelSource, models: Path, weights: Path) -> None:
 def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | None = None,
                    ckpt: Path | None = None) -> None:
     """The post-training recipe again with 7-bit weights, its encoder exported as ``encoder_w7``
-    (what ``--precision auto`` runs on AVX-512 CPUs without VNNI; qmedsam.encoder_choice) into an
+    (what ``--precision auto`` runs on AVX-512 CPUs without VNNI; qmedsam.precision.setting) into an
     int8 models folder and recorded in its manifest (part of ``make export``; ``--add-w7`` on its
     own).  ``source``: a folder ``make export WEIGHT_BITS=7`` wrote (its encoder is taken as it is
     instead of running the recipe again), or a models folder that holds an ``encoder_w7`` (taken
@@ -106,13 +106,13 @@ def _copy_graph(source: Path, spec, models: Path, as_spec=None) -> None:
 
 
 def export_float_encoder(pretrained: LiteMedSAM, out: Path) -> dict:
-    """The float encoder the runtime runs on CPUs where int8 is slow (``qmedsam.encoder_choice``):
+    """The float encoder the runtime runs on CPUs where int8 is slow (``qmedsam.precision.setting``):
     the pretrained float weights, stored as f16 (f32 at run time), beside the int8 models.
     Returns its manifest record."""
     export_float(pretrained, out, [encoder_graph(ENCODER_FLOAT, pretrained)], keep_onnx=False, fp16_weights=True)
     return {"graph": ENCODER_FLOAT.name, "precision": "float", "weights": PRETRAINED_FLOAT,
             "weights_stored_as": "f16 (f32 at run time)",
-            "when": "--precision auto on CPUs without AVX-512, VNNI or AMX (qmedsam/encoder_choice.py)"}
+            "when": "--precision auto on CPUs without AVX-512, VNNI or AMX (qmedsam/precision/setting.py)"}
 
 
 def add_float_encoder(models: Path, weights: Path) -> None:

@@ -1,4 +1,4 @@
-"""The one exporter: a graph specification (``qmedsam.model_spec``) and a torch module -> ONNX ->
+"""The one exporter: a graph specification (``qmedsam.model.spec``) and a torch module -> ONNX ->
 OpenVINO IR, in float or as Brevitas QCDQ.  It knows where each graph's files go in a models folder;
 what the graphs are made from is ``training.model_sources``, the manifest ``training.manifest_writer``.
 """
@@ -11,7 +11,7 @@ import onnx
 import openvino as ov
 import torch
 
-from qmedsam.model_spec import (BOXES, CELLS, DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, MASKS,
+from qmedsam.model.spec import (BOXES, CELLS, DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, MASKS,
                                  REFERENCE_FOLDER, SHIPPED, GraphSpec)
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState, full_cells
 from training.model.lite_medsam import LiteMedSAM
@@ -25,7 +25,7 @@ GRAPH_EXTS = ("xml", "bin", "onnx")     # the files a graph may have in a models
 
 def path_of(folder: Path, spec: GraphSpec, ext: str = "xml") -> Path:
     """Where a graph's file goes in a models folder: the runtime's graphs at its top, the ONNX
-    files and the plain decoder in its reference folder (``qmedsam.model_spec``)."""
+    files and the plain decoder in its reference folder (``qmedsam.model.spec``)."""
     ref = ext == "onnx" or spec is DECODER_PLAIN
     return (folder / REFERENCE_FOLDER if ref else folder) / f"{spec.name}.{ext}"
 

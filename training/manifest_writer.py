@@ -8,7 +8,7 @@ import json
 import platform
 from pathlib import Path
 
-from qmedsam.model_spec import MANIFEST, contract
+from qmedsam.model.spec import MANIFEST, contract
 from tools.weights import sha256_of
 from training.graph_export import GRAPH_EXTS, GRAPHS, path_of
 

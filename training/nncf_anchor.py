@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.model_spec import ENCODER, ENCODER_W7, ENCODERS, MANIFEST
+from qmedsam.model.spec import ENCODER, ENCODER_W7, ENCODERS, MANIFEST
 from training.graph_export import GRAPH_EXTS, path_of
 from training.manifest_writer import update_manifest
 

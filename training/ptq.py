@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from qmedsam.preprocess import boxes_to_model, image_to_tensor
+from qmedsam.image.preprocess import boxes_to_model, image_to_tensor
 from qmedsam_eval.metrics import dice
 from training.model.surgery import quant_leaves, set_quant_enabled
 

@@ -1,11 +1,10 @@
-"""QMedSAM runtime: box-prompted medical image segmentation on CPU with OpenVINO.
+"""QMedSAM runtime: promptable medical image segmentation on CPU with OpenVINO.
 
-Only what ``predict.sh`` runs lives here; it imports the standard library, numpy,
-openvino and cv2, nothing else (tests/runtime/test_layout.py checks it).
-Evaluation is ``qmedsam_eval``; benchmarks, tools and training live outside ``src/``.
-
-The Python API (:mod:`qmedsam.api`): ``qmedsam.Segmenter``, ``qmedsam.CaseError``.  It is
-imported on first use, so that the command line starts loading its models before OpenCV loads.
+Only what ``predict.sh`` runs lives here, by job: ``model`` (the compiled graphs), ``precision``
+(which encoder, which arithmetic), ``image`` (one image and its prompts), ``segment`` (a case's
+modes), ``cases`` (case files), ``run`` (a folder of cases, its pools and records), ``system``.
+It imports the standard library, numpy, openvino and cv2, nothing else.  The Python API is
+:mod:`qmedsam.api` (``qmedsam.Segmenter``), imported on first use.
 """
 __version__ = "0.1.0"
 __all__ = ["Segmenter", "PromptSession", "CaseError", "EngineError"]

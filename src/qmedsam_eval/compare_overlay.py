@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.overlay import draw, montage, write_png
-from qmedsam.plan3d import middle_slice
+from qmedsam.cases.overlay import draw, montage, write_png
+from qmedsam.segment.plan3d import middle_slice
 
 NO_BOXES = np.zeros((0, 4), np.int64)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.atomic import replacing, save_npz
+from qmedsam.cases.atomic import replacing, save_npz
 from qmedsam_eval.label_boxes import boxes_from_labels as label_boxes
 from qmedsam_eval.label_boxes import relabel_consecutive
 

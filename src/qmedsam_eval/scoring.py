@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.cases import modality_of
+from qmedsam.cases.read import modality_of
 from qmedsam_eval.metrics import LabelScore, label_scores
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.cases import is_3d_name
+from qmedsam.cases.read import is_3d_name
 from qmedsam_eval.memcap import memory_cgroup, parse_size
 
 REPO = Path(__file__).resolve().parents[2]

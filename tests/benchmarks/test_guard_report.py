@@ -1,6 +1,6 @@
 """bench-guard's reading of the shipped guard rule from its probe statistics."""
 from benchmarks.bench_guard import sequential
-from qmedsam.int8_guard import MIN_DICE, SURE_DICE
+from qmedsam.precision.guard import MIN_DICE, SURE_DICE
 
 
 def _probes(*weighted):

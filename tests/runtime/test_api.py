@@ -9,9 +9,8 @@ import pytest
 
 from conftest import ROOT, SAMPLES
 import qmedsam
-from qmedsam.image_session import ImageSession, NoImageError
+from qmedsam.image.predictor import ImagePredictor, NoImageError
 from qmedsam.predict import main
-from qmedsam.segment import Stats
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +35,17 @@ def test_segment_gives_the_map_the_command_line_writes(segmenter, tmp_path):
             labels = segmenter.segment(case["imgs"], case["boxes"], spacing=spacing)
         written = np.load(tmp_path / path.name)["segs"]
         assert labels.dtype == written.dtype and np.array_equal(labels, written), path.name
-    assert segmenter.last_stats.ledger.policy            # the counters and ledger of the last case
 
 
 def test_predict_decodes_against_the_set_image_without_encoding_it_again(segmenter):
     with np.load(SAMPLES / "inputs" / "2DBox_CT_0002.npz") as case:
         image, boxes = case["imgs"], case["boxes"]
     session = segmenter.set_image(image)
-    passes = dict(segmenter.engine.passes)
+    ledger = session.predictor.ledger
+    assert sum(ledger.encoder_passes.values()) == 1
     masks = [session.predict(box) for box in boxes]
-    assert segmenter.engine.passes == passes                       # no encoder pass per prompt
+    assert sum(ledger.encoder_passes.values()) == 1                 # no encoder pass per prompt
+    assert ledger.decoder_calls == len(boxes)
     for (mask, iou), box in zip(masks, boxes):
         assert mask.shape == image.shape[:2] and mask.dtype == bool and 0.0 < iou <= 1.5
         # the mask of a box is the label map's of that box alone (the plain 2D path: no zoom)
@@ -53,14 +53,14 @@ def test_predict_decodes_against_the_set_image_without_encoding_it_again(segment
         assert np.array_equal(mask, alone == 1)
 
 
-def test_two_sessions_on_one_engine_keep_their_own_image(segmenter):
+def test_two_sessions_on_one_model_keep_their_own_image(segmenter):
     with np.load(SAMPLES / "inputs" / "2DBox_CT_0002.npz") as case:
         ct, ct_box = case["imgs"], case["boxes"][0]
     with np.load(SAMPLES / "inputs" / "2DBox_Microscope_0003.npz") as case:
         cells = case["imgs"]
     first = segmenter.set_image(ct)
     alone, iou = first.predict(ct_box)
-    second = segmenter.set_image(cells)                   # sets its own decoder state
+    second = segmenter.set_image(cells)                   # its own decoder state: the first's is left alone
     second.predict([10, 10, 60, 60])
     again, iou_again = first.predict(ct_box)
     assert np.array_equal(again, alone) and iou_again == iou
@@ -68,7 +68,7 @@ def test_two_sessions_on_one_engine_keep_their_own_image(segmenter):
 
 def test_decoding_before_an_image_is_set_is_refused(segmenter):
     with pytest.raises(NoImageError, match="before an image is set"):
-        ImageSession(segmenter.engine, 4, Stats()).decode(np.zeros((1, 1, 4), np.float32))
+        ImagePredictor(segmenter.model, 4).decode(np.zeros((1, 1, 4), np.float32))
 
 
 @pytest.mark.parametrize("image, boxes", [

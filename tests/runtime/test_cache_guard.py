@@ -5,9 +5,9 @@ import sys
 import time
 from pathlib import Path
 
-from qmedsam.cache_guard import FOLDER, entry_key, first_compile
+from qmedsam.model.cache import FOLDER, entry_key, first_compile
 
-HOLDER = ("import sys, time; from pathlib import Path; from qmedsam.cache_guard import first_compile\n"
+HOLDER = ("import sys, time; from pathlib import Path; from qmedsam.model.cache import first_compile\n"
           "with first_compile(Path(sys.argv[1]), 'k') as mark:\n"
           "    print('held', flush=True); sys.stdin.readline()\n"
           "    if sys.argv[2] == 'mark': mark()\n"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from qmedsam.cases import CaseError, label_dtype, load_case
+from qmedsam.cases.read import CaseError, label_dtype, load_case
 
 
 def _write(tmp_path, name, **arrays):

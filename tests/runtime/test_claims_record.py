@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qmedsam.claims import FOLDER, claimed, release, remove_folder
-from qmedsam.run_record import RunRecord, read_rows
+from qmedsam.run.claims import FOLDER, claimed, release, remove_folder
+from qmedsam.run.record import RunRecord, read_rows
 
 
 def test_a_held_claim_keeps_others_off_and_a_finished_one_answers_the_same_runs_retry(tmp_path):
@@ -25,7 +25,7 @@ def test_a_held_claim_keeps_others_off_and_a_finished_one_answers_the_same_runs_
 
 
 def test_a_killed_holders_claim_is_free_again_and_its_temporary_files_go(tmp_path):
-    code = ("import sys, time; from pathlib import Path; from qmedsam.claims import claimed\n"
+    code = ("import sys, time; from pathlib import Path; from qmedsam.run.claims import claimed\n"
             "with claimed(Path(sys.argv[1]), 'a.npz', 'r') as c:\n"
             "    print('held', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
@@ -69,7 +69,7 @@ def test_rows_of_cases_no_longer_among_the_inputs_are_dropped(tmp_path):
 
 
 def test_a_record_rewrites_the_file_at_most_every_few_seconds(tmp_path, monkeypatch):
-    import qmedsam.run_record as rr
+    import qmedsam.run.record as rr
 
     now = [100.0]
     monkeypatch.setattr(rr.time, "monotonic", lambda: now[0])

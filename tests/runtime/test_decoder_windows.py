@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from qmedsam.decoder_windows import GRID, SIZES, cells, plan_windows, window_origin
+from qmedsam.model.windows import GRID, SIZES, cells, plan_windows, window_origin
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -42,10 +42,10 @@ def test_cells_index_the_window_row_by_row_and_the_whole_grid_without_one():
 @pytest.fixture(scope="module")
 def engines():
     from conftest import MODELS
-    from qmedsam.engine import Engine, EngineOptions
+    from qmedsam.model.model import Model, ModelSettings
 
-    return (Engine(MODELS, EngineOptions(float_precision="f32")),
-            Engine(MODELS, EngineOptions(float_precision="f32", windows=False)))
+    return (Model(MODELS, ModelSettings(float_ops="f32")),
+            Model(MODELS, ModelSettings(float_ops="f32", windows=False)))
 
 
 def test_windowed_decoding_gives_the_whole_grids_logits_in_each_window_and_no_mask_outside(engines, ct_case):
@@ -53,9 +53,10 @@ def test_windowed_decoding_gives_the_whole_grids_logits_in_each_window_and_no_ma
     inside a window the logits are the whole grid's, outside they are OUTSIDE, and the masks
     agree with the whole grid's (pooled Dice >= 0.995 at the runtime's margin)."""
     from conftest import SAMPLES
-    from qmedsam.cases import load_case
-    from qmedsam.decoder_windows import MARGIN, OUTSIDE
-    from qmedsam.preprocess import boxes_to_model, image_to_tensor
+    from qmedsam.cases.read import load_case
+    from qmedsam.model.spec import ENCODER
+    from qmedsam.model.windows import MARGIN, OUTSIDE
+    from qmedsam.image.preprocess import boxes_to_model, image_to_tensor
     from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 
     windowed, whole = engines
@@ -65,12 +66,10 @@ def test_windowed_decoding_gives_the_whole_grids_logits_in_each_window_and_no_ma
     both = total = windows = 0
     for image, boxes in slices:
         x, geo = image_to_tensor(image)
-        emb = whole.encode(x)
+        emb, _ = whole.encode(x, ENCODER.name)
         b = boxes_to_model(boxes, geo)
-        whole.prepare(emb)
-        ref, ref_iou = whole.decode(b, with_iou=True)
-        windowed.prepare(emb)
-        ours, iou = windowed.decode(b, with_iou=True)
+        ref, ref_iou = whole.decode(whole.prepare(emb), b)
+        ours, iou = windowed.decode(windowed.prepare(emb), b)
         np.testing.assert_allclose(iou, ref_iou, rtol=1e-5, atol=1e-5)
         for size, idx, origins in plan_windows(b, MARGIN):
             for k, (y, x0) in zip(idx, origins):

@@ -1,7 +1,8 @@
 """Which encoder the predictor runs on which CPU (``--precision auto``)."""
 import pytest
 
-from qmedsam.encoder_choice import FLOAT_ENCODER, INT8_ENCODER, W7_ENCODER, choose_encoder, cpu_flags, int8_pays
+from qmedsam.precision.cpu import CpuFacts, cpu_flags
+from qmedsam.precision.setting import FLOAT_ENCODER, INT8_ENCODER, OWN_ENCODER, W7_ENCODER, choose_encoder
 
 SAPPHIRE_RAPIDS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"}
 SKYLAKE_XEON = {"avx2", "avx512f"}                 # the organisers' W-2133: AVX-512 without VNNI
@@ -13,33 +14,33 @@ ZEN3 = {"avx2", "fma", "sse4_2"}                   # AVX2 only
 def test_every_cpu_where_int8_pays_runs_the_7_bit_encoder_and_says_why(flags):
     """One int8 arithmetic on every such CPU: 7-bit weights never saturate the 16-bit sums of
     kernels without VNNI, so VNNI and AMX CPUs run the same encoder and get the same answers."""
-    assert int8_pays(flags)
-    name, why = choose_encoder("auto", flags, isa_cap="")
+    assert CpuFacts(flags).int8_pays
+    name, why = choose_encoder("auto", CpuFacts(flags, ""))
     assert name == W7_ENCODER and "7-bit" in why and "VNNI" in why
 
 
 def test_avx2_only_cpus_run_the_float_encoder_and_say_why():
-    name, why = choose_encoder("auto", ZEN3, isa_cap="")
+    name, why = choose_encoder("auto", CpuFacts(ZEN3, ""))
     assert name == FLOAT_ENCODER and "no AVX-512, VNNI or AMX" in why
 
 
 def test_an_isa_cap_below_avx512_counts_as_such_a_cpu():
-    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="avx2")[0] == FLOAT_ENCODER
-    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="AVX512_CORE")[0] == W7_ENCODER   # VNNI capped away
-    assert choose_encoder("auto", SAPPHIRE_RAPIDS, isa_cap="AVX512_CORE_VNNI")[0] == W7_ENCODER
+    assert choose_encoder("auto", CpuFacts(SAPPHIRE_RAPIDS, "avx2"))[0] == FLOAT_ENCODER
+    assert choose_encoder("auto", CpuFacts(SAPPHIRE_RAPIDS, "AVX512_CORE"))[0] == W7_ENCODER   # VNNI capped away
+    assert choose_encoder("auto", CpuFacts(SAPPHIRE_RAPIDS, "AVX512_CORE_VNNI"))[0] == W7_ENCODER
 
 
 def test_explicit_precisions_and_unknown_cpus_keep_the_folders_own_encoder():
-    assert choose_encoder("fp32", ZEN3, isa_cap="AVX2")[0] == INT8_ENCODER     # the fp32 folder's own
+    assert choose_encoder("fp32", CpuFacts(ZEN3, "AVX2"))[0] == OWN_ENCODER      # the fp32 folder's own
     for flags in (SAPPHIRE_RAPIDS, ALDER_LAKE, set()):
-        assert choose_encoder("int8", flags, isa_cap="") == (INT8_ENCODER, "--precision int8")
-    assert choose_encoder("auto", set(), isa_cap="")[0] == W7_ENCODER          # unknown flags: int8 pays
+        assert choose_encoder("int8", CpuFacts(flags, "")) == (INT8_ENCODER, "--precision int8")
+    assert choose_encoder("auto", CpuFacts(set(), ""))[0] == W7_ENCODER          # unknown flags: int8 pays
 
 
 @pytest.mark.parametrize("flags,cap", [(SKYLAKE_XEON, ""), (ZEN3, ""), (SAPPHIRE_RAPIDS, "AVX512_CORE"),
                                        (SAPPHIRE_RAPIDS, "AVX2")])
 def test_forced_int8_takes_the_7_bit_encoder_where_8_bit_sums_saturate(flags, cap):
-    name, why = choose_encoder("int8", flags, isa_cap=cap)
+    name, why = choose_encoder("int8", CpuFacts(flags, cap))
     assert name == W7_ENCODER and "saturate" in why
     with pytest.raises(ValueError):
         choose_encoder("int4")

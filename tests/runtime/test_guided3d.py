@@ -1,11 +1,17 @@
-"""The 'guided' 3D mode's rules on synthetic cases, with a scripted stand-in for the engine:
-clipping to the 3D box, fall-back to the fixed box, the choice by predicted IoU."""
+"""The 'guided' 3D mode's rules on synthetic cases, with a scripted stand-in for the model:
+clipping to the 3D box, fall-back to the fixed box, the choice by predicted IoU; and the image
+predictor's block loop."""
 import numpy as np
 
-from qmedsam.cases import Case
-from qmedsam.image_session import ImageSession, Target
-from qmedsam.segment import GUIDED_IOU_MARGIN, Options, Stats, _guided_step, clip_box, segment_case
-from qmedsam.preprocess import Geometry
+from conftest import StandIn
+from qmedsam.cases.read import Case
+from qmedsam.image.predictor import ImagePredictor
+from qmedsam.image.preprocess import Geometry
+from qmedsam.model.spec import ENCODER
+from qmedsam.precision.policy import Plan
+from qmedsam.segment.case_run import segment_case
+from qmedsam.segment.options import SegmentOptions
+from qmedsam.segment.propagate3d import GUIDED_IOU_MARGIN, clip_box, guided_step
 
 
 def test_clip_box_intersects_and_falls_back_when_disjoint():
@@ -14,30 +20,16 @@ def test_clip_box_intersects_and_falls_back_when_disjoint():
     np.testing.assert_array_equal(clip_box(np.array([120, 120, 140, 140], np.float32), limit), limit)
 
 
-class ScriptedEngine:
+class ScriptedEngine(StandIn):
     """Decodes every box to a mask filling the box shrunk by ``shrink`` px (256-space); the
     IoU prediction is ``iou_of(box)``.  Records every decoded box."""
 
     def __init__(self, iou_of=lambda b: 0.5, shrink=4, empty=lambda b: False):
+        super().__init__()
         self.iou_of, self.shrink, self.empty = iou_of, shrink, empty
         self.decoded = []
 
-    def start_encode(self, tensor):
-        return tensor
-
-    def finish_encode(self, handle):
-        return np.zeros((1, 256, 64, 64), np.float32)
-
-    def encode(self, tensor):
-        return self.finish_encode(tensor)
-
-    def prepare(self, emb):
-        pass
-
-    def release(self, graph):
-        pass
-
-    def decode(self, boxes, with_iou=False):
+    def masks(self, embedding, boxes):
         out = np.full((len(boxes), 1, 256, 256), -1.0, np.float32)
         for k, b in enumerate(boxes[:, 0]):
             self.decoded.append(b.copy())
@@ -45,8 +37,7 @@ class ScriptedEngine:
                 x0, y0, x1, y1 = (int(round(v)) for v in b)
                 s = self.shrink
                 out[k, 0, y0 + s:y1 - s, x0 + s:x1 - s] = 1.0
-        iou = np.array([self.iou_of(b) for b in boxes[:, 0]], np.float32)
-        return (out, iou) if with_iou else out
+        return out, np.array([self.iou_of(b) for b in boxes[:, 0]], np.float32)
 
 
 GEO = Geometry(256, 256)
@@ -54,9 +45,9 @@ FIXED = np.array([[40, 40, 200, 200]], np.float32)
 
 
 def _step(eng, prompt, seg):
-    """One guided step on one slice, with the confidence map of qmedsam.masks.paste_mask."""
-    session = ImageSession(eng, Options().max_boxes, Stats()).set_image(None)
-    return _guided_step(session, prompt, FIXED, np.array([1]), Target(seg, np.zeros(seg.shape, np.float32), GEO))
+    """One guided step on one slice, with the confidence map of qmedsam.image.masks.paste_mask."""
+    predictor = ImagePredictor(eng, 8).set_embedding(None, GEO)
+    return guided_step(predictor, prompt, FIXED, np.array([1]), seg, np.zeros(seg.shape, np.float32))
 
 
 def test_next_prompt_is_the_mask_box_widened_and_clipped():
@@ -95,7 +86,7 @@ def test_guided_volume_shrinks_prompts_inside_the_3d_box():
     case = Case("3DBox_Synth_0001.npz", vol, np.array([[40, 40, 0, 200, 200, 4]]))
     # masks 30 px inside their box; the smaller box predicted better: mask widths 100, 80, 52
     eng = ScriptedEngine(iou_of=lambda b: 1.0 - (b[2] - b[0]) / 256, shrink=30)
-    seg, stats = segment_case(case, eng, Options(mode_3d="guided"))
+    seg, stats = segment_case(case, eng, Plan(ENCODER.name, False, ""), SegmentOptions(mode_3d="guided"))
     assert sorted(stats.encoded) == [0, 1, 2, 3, 4]
     assert np.allclose(eng.decoded[0], FIXED[0])                 # middle slice: the fixed box
     for b in eng.decoded:
@@ -104,19 +95,21 @@ def test_guided_volume_shrinks_prompts_inside_the_3d_box():
     assert widths[2] > widths[3] > widths[4] and widths[2] > widths[1] > widths[0]
 
 
-def test_a_session_refuses_to_decode_before_its_image_is_set():
+def test_a_predictor_refuses_to_decode_before_its_image_is_set():
     import pytest
 
-    from qmedsam.image_session import NoImageError
+    from qmedsam.image.predictor import NoImageError
 
-    session = ImageSession(ScriptedEngine(), 8, Stats())
+    predictor = ImagePredictor(ScriptedEngine(), 8)
     with pytest.raises(NoImageError, match="before an image is set"):
-        next(session.masks(FIXED[:, None, :]))
-    assert next(session.set_image(None).masks(FIXED[:, None, :]))[0] == 0
+        predictor.logits(FIXED[:, None, :])
+    assert len(predictor.set_embedding(None, GEO).logits(FIXED[:, None, :])) == 1
 
 
 def test_blocks_hold_at_most_max_boxes_and_count_decoder_calls():
-    eng, stats = ScriptedEngine(), Stats()
+    eng = ScriptedEngine()
     boxes = np.tile(FIXED[:, None, :], (19, 1, 1))
-    starts = [s for s, out in ImageSession(eng, 8, stats).set_image(None).blocks(boxes)]
-    assert starts == [0, 8, 16] and stats.decoder_calls == 3 and len(eng.decoded) == 19
+    predictor = ImagePredictor(eng, 8).set_embedding(None, GEO)
+    seg = np.zeros((256, 256), np.uint8)
+    predictor.paste(boxes, np.arange(1, 20), seg, np.zeros(seg.shape, np.float32))
+    assert predictor.ledger.decoder_calls == 3 and predictor.ledger.boxes_decoded == len(eng.decoded) == 19

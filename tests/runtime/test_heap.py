@@ -1,4 +1,4 @@
-"""The predictor's one malloc arena (qmedsam.heap): checked through glibc's own arena report."""
+"""The predictor's one malloc arena (qmedsam.system.heap): checked through glibc's own arena report."""
 import os
 import platform
 import re
@@ -12,7 +12,7 @@ from conftest import ROOT
 # Three threads allocate; glibc's malloc_stats() then prints one "Arena N:" block per arena.
 PROBE = """
 import ctypes, sys, threading
-from qmedsam.heap import single_arena
+from qmedsam.system.heap import single_arena
 if sys.argv[1] == "one":
     assert single_arena()
 libc = ctypes.CDLL(None)

@@ -1,18 +1,23 @@
-"""The int8 guard (qmedsam.int8_guard): probe choice, the judgement, and the switch of encoder,
+"""The int8 guard (qmedsam.precision.guard): probe choice, the judgement, and the switch of encoder,
 with a scripted two-encoder stand-in; and the real engine's fallback encoder."""
 import numpy as np
 import pytest
 
-from conftest import MODELS
-from qmedsam import int8_guard
-from qmedsam.cases import Case
-from qmedsam.engine import Engine, EngineOptions, EngineError
-from qmedsam.image_session import ImageSession
-from qmedsam.model_spec import ENCODER, ENCODER_FLOAT
-from qmedsam.policy import Plan
-from qmedsam.segment import Options, Stats, segment_case
+from conftest import MODELS, StandIn
+from qmedsam.cases.read import Case
+from qmedsam.image.predictor import ImagePredictor
+from qmedsam.image.preprocess import Geometry
+from qmedsam.model.folder import EngineError
+from qmedsam.model.model import Model, ModelSettings
+from qmedsam.model.spec import ENCODER, ENCODER_FLOAT
+from qmedsam.precision import guard as int8_guard
+from qmedsam.precision.policy import Plan
+from qmedsam.segment.case_run import segment_case
+from qmedsam.segment.options import SegmentOptions
 
 GUARDED = Plan(ENCODER.name, True, "test: int8 probed by the guard")   # what the policy plans for long cases
+INT8, FLOAT = Plan(ENCODER.name, False, ""), Plan(ENCODER_FLOAT.name, False, "")
+EVERY = SegmentOptions(interpolate=0)                                   # every slice encoded
 
 
 def test_probe_slices_are_the_ends_of_the_smallest_boxes_first():
@@ -43,52 +48,23 @@ def test_judge_keeps_int8_at_or_above_the_threshold_and_falls_back_below():
     assert low.encoder == "f" and "[1, 2]" in low.reason and low.agreement == t - 0.01
 
 
-class TwoEncoders:
+class TwoEncoders(StandIn):
     """Each encoder's embedding is a constant (int8: ``shift``, float: 0); a box decodes to its
     own rectangle, shrunk by the embedding's value in pixels, so a shift makes int8 masks smaller."""
 
     def __init__(self, shift: float):
+        super().__init__()
         self.shift = shift
-        self.encoder = self.primary = ENCODER.name
-        self.fallback = ENCODER_FLOAT.name
-        self.encoded = {ENCODER.name: 0, ENCODER_FLOAT.name: 0}
-        self.released: list[str] = []              # encoder graphs whose scratch was given back
-        self._emb = 0.0
 
-    def use_encoder(self, name):
-        self.encoder = name
+    def embed(self, tensor, graph):
+        return np.full((1, 256, 64, 64), self.shift if graph == ENCODER.name else 0.0, np.float32)
 
-    def _embed(self, name):
-        self.encoded[name] += 1
-        return np.full((1, 256, 64, 64), self.shift if name == ENCODER.name else 0.0, np.float32)
-
-    def encode_with(self, name, tensor):
-        return self._embed(name)
-
-    def start_encode(self, tensor):
-        return tensor
-
-    def finish_encode(self, handle):
-        return self._embed(self.encoder)
-
-    def encode(self, tensor):
-        return self.finish_encode(tensor)
-
-    def prepare(self, emb):
-        self._emb = float(emb.flat[0])
-
-    def release(self, graph):
-        pass
-
-    def release_encoder(self, name):
-        self.released.append(name)
-
-    def decode(self, boxes, with_iou=False):
+    def masks(self, embedding, boxes):
         out = np.full((len(boxes), 1, 256, 256), -1.0, np.float32)
-        s = int(self._emb)
+        s = int(embedding.flat[0])
         for k, (x0, y0, x1, y1) in enumerate(boxes[:, 0].astype(int)):
             out[k, 0, y0 + s:y1 - s, x0 + s:x1 - s] = 1.0
-        return (out, np.ones(len(boxes), np.float32)) if with_iou else out
+        return out, np.ones(len(boxes), np.float32)
 
 
 def _volume_case():
@@ -111,13 +87,13 @@ def test_a_3d_case_runs_in_float_only_where_its_probes_disagree(shift, expected,
     agreement between MIN_DICE and SURE_DICE (shift 4) takes every probe slice."""
     assert (_shrunk_dice(1) >= int8_guard.SURE_DICE > _shrunk_dice(4) >= int8_guard.MIN_DICE > _shrunk_dice(12))
     eng = TwoEncoders(shift)
-    seg, stats = segment_case(_volume_case(), eng, Options(plan=GUARDED))
-    assert stats.verdict.encoder == expected == eng.encoder
+    seg, stats = segment_case(_volume_case(), eng, GUARDED, EVERY)
+    assert stats.verdict.encoder == expected == stats.encoder
     assert stats.verdict.probes == probes
     # the probes are encoded by both encoders; the case by the chosen one, each slice once: its
     # probe slices' embeddings are taken from the probes
     other = ENCODER_FLOAT.name if expected == ENCODER.name else ENCODER.name
-    assert eng.encoded[expected] == stats.slices_encoded and eng.encoded[other] == len(probes)
+    assert eng.encoded.count(expected) == stats.slices_encoded and eng.encoded.count(other) == len(probes)
     assert stats.slices_encoded == 10 and seg.max() == 2
     # the encoder the case does not run gives its scratch memory back before the case's own pass
     assert eng.released == [other]
@@ -130,22 +106,20 @@ def test_the_probes_embeddings_stand_in_for_the_cases_own(mode, shift):
     twice by it: the label map equals the one the same encoder gives without the guard, except
     that in the fixed mode a case kept in int8 has the float masks on its probe slices."""
     guarded = TwoEncoders(shift)
-    seg, stats = segment_case(_volume_case(), guarded, Options(plan=GUARDED, mode_3d=mode))
+    opts = SegmentOptions(mode_3d=mode, interpolate=0)
+    seg, stats = segment_case(_volume_case(), guarded, GUARDED, opts)
     plain = TwoEncoders(shift)
-    plain.use_encoder(stats.verdict.encoder)
-    ref, ref_stats = segment_case(_volume_case(), plain, Options(mode_3d=mode))
+    ref, ref_stats = segment_case(_volume_case(), plain, Plan(stats.verdict.encoder, False, ""), opts)
     if mode == "fixed" and stats.verdict.encoder == ENCODER.name:
         probes = list(stats.verdict.probes)
-        floats = TwoEncoders(shift)
-        floats.use_encoder(ENCODER_FLOAT.name)
-        float_ref, _ = segment_case(_volume_case(), floats, Options(mode_3d=mode))
+        float_ref, _ = segment_case(_volume_case(), TwoEncoders(shift), FLOAT, opts)
         np.testing.assert_array_equal(seg[probes], float_ref[probes])
         if shift >= 4:                                   # a pixel of the volume or more
             assert (seg[probes] != ref[probes]).any()    # the double's int8 masks are smaller
         ref[probes] = float_ref[probes]
     np.testing.assert_array_equal(seg, ref)
     assert sorted(stats.encoded) == sorted(ref_stats.encoded)
-    assert guarded.encoded[stats.verdict.encoder] == plain.encoded[stats.verdict.encoder]
+    assert guarded.encoded.count(stats.verdict.encoder) == plain.encoded.count(stats.verdict.encoder)
     # the probes decode each probe slice against both encoders (one call each here); in the fixed
     # mode a case kept in int8 pastes its probe slices' float masks instead of decoding them again
     n = len(stats.verdict.probes)
@@ -155,90 +129,86 @@ def test_the_probes_embeddings_stand_in_for_the_cases_own(mode, shift):
 
 def test_probe_masks_are_kept_only_within_their_memory_budget(monkeypatch):
     monkeypatch.setattr(int8_guard, "KEEP_BYTES", 0)
-    seg, stats = segment_case(_volume_case(), TwoEncoders(4), Options(plan=GUARDED))
-    ref, ref_stats = segment_case(_volume_case(), TwoEncoders(4), Options())
+    seg, stats = segment_case(_volume_case(), TwoEncoders(4), GUARDED, EVERY)
+    ref, ref_stats = segment_case(_volume_case(), TwoEncoders(4), INT8, EVERY)
     np.testing.assert_array_equal(seg, ref)
     assert stats.decoder_calls == ref_stats.decoder_calls + 6
 
 
-def test_a_2d_case_runs_in_float_and_the_next_case_starts_from_int8_again():
+def test_auto_runs_a_2d_case_in_float_and_a_guarded_volume_starts_from_int8_again():
+    from qmedsam.precision.cpu import CpuFacts
+    from qmedsam.precision.setting import Precision
+
+    auto = Precision.resolve("auto", MODELS, cpu=CpuFacts({"avx512f", "avx512_vnni"}, ""))
     eng = TwoEncoders(0)
     img = np.zeros((64, 64, 3), np.uint8)
-    _, stats = segment_case(Case("2DBox_MR_0001.npz", img, np.array([[4, 4, 40, 40]])), eng, Options(plan=GUARDED))
-    assert stats.verdict.encoder == ENCODER_FLOAT.name and eng.encoded == {ENCODER.name: 0, ENCODER_FLOAT.name: 1}
-    _, stats = segment_case(_volume_case(), eng, Options(plan=GUARDED))
+    _, stats = segment_case(Case("2DBox_MR_0001.npz", img, np.array([[4, 4, 40, 40]])), eng, auto.plan(False, None))
+    assert stats.verdict is None and stats.encoder == ENCODER_FLOAT.name and eng.encoded == [ENCODER_FLOAT.name]
+    _, stats = segment_case(_volume_case(), eng, GUARDED)
     assert stats.verdict.encoder == ENCODER.name
 
 
-def test_without_the_guard_or_a_fallback_the_engine_is_left_alone():
+def test_without_the_guard_the_plans_encoder_runs_every_pass():
     eng = TwoEncoders(12)
-    _, stats = segment_case(_volume_case(), eng, Options())
-    assert stats.verdict is None and eng.encoded[ENCODER_FLOAT.name] == 0
-    eng.has_encoder = lambda name: name != ENCODER_FLOAT.name      # a models folder with no float encoder
-    _, stats = segment_case(_volume_case(), eng, Options(guard=True))
-    assert stats.verdict is None and eng.encoded[ENCODER_FLOAT.name] == 0
+    _, stats = segment_case(_volume_case(), eng, INT8)
+    assert stats.verdict is None and ENCODER_FLOAT.name not in eng.encoded and stats.encoder == ENCODER.name
 
 
 @pytest.fixture(scope="module")
-def guarded_engine():
-    return Engine(MODELS, EngineOptions(float_precision="f32", fallback=ENCODER_FLOAT.name))
+def guarded_model():
+    return Model(MODELS, ModelSettings(float_ops="f32", also=ENCODER_FLOAT.name))
 
 
-def test_the_fallback_encoder_is_the_float_encoder(guarded_engine):
+def test_the_model_encodes_with_the_encoder_it_is_told(guarded_model):
     x = np.random.default_rng(1).random((1, 3, 256, 256), dtype=np.float32)
-    float_only = Engine(MODELS, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name))
-    np.testing.assert_array_equal(guarded_engine.encode_with(ENCODER_FLOAT.name, x), float_only.encode(x))
-    int8 = guarded_engine.encode(x)
-    guarded_engine.use_encoder(ENCODER_FLOAT.name)
-    try:
-        np.testing.assert_array_equal(guarded_engine.encode(x), float_only.encode(x))
-        assert not np.array_equal(int8, guarded_engine.encode(x))
-    finally:
-        guarded_engine.use_encoder(ENCODER.name)
-    np.testing.assert_array_equal(guarded_engine.encode(x), int8)
+    float_only = Model(MODELS, ModelSettings(float_ops="f32", encoder=ENCODER_FLOAT.name))
+    floats = guarded_model.encode(x, ENCODER_FLOAT.name)[0]
+    np.testing.assert_array_equal(floats, float_only.encode(x, ENCODER_FLOAT.name)[0])
+    int8 = guarded_model.encode(x, ENCODER.name)[0]
+    assert not np.array_equal(int8, floats)
+    np.testing.assert_array_equal(guarded_model.encode(x, ENCODER.name)[0], int8)
 
 
-def test_a_released_encoder_encodes_as_before(guarded_engine):
+def test_a_released_encoder_encodes_as_before(guarded_model):
     x = np.random.default_rng(2).random((1, 3, 256, 256), dtype=np.float32)
-    before = guarded_engine.encode_with(ENCODER_FLOAT.name, x)
-    guarded_engine.release_encoder(ENCODER_FLOAT.name)
-    guarded_engine.release_encoder("encoder_not_loaded")       # nothing to give back: no error
-    np.testing.assert_array_equal(guarded_engine.encode_with(ENCODER_FLOAT.name, x), before)
+    before, _ = guarded_model.encode(x, ENCODER_FLOAT.name)
+    guarded_model.release_encoder(ENCODER_FLOAT.name)
+    guarded_model.release_encoder("encoder_not_loaded")       # nothing to give back: no error
+    np.testing.assert_array_equal(guarded_model.encode(x, ENCODER_FLOAT.name)[0], before)
 
 
 def test_an_encoder_loads_on_first_use_and_one_not_in_the_folder_is_refused(tmp_path):
-    engine = Engine(MODELS, EngineOptions(float_precision="f32"))
-    assert ENCODER_FLOAT.name not in engine.load_seconds
-    engine.use_encoder(ENCODER_FLOAT.name)                 # a later case's plan: loaded then, once
-    assert engine.encoder == ENCODER_FLOAT.name and ENCODER_FLOAT.name in engine.load_seconds
+    model = Model(MODELS, ModelSettings(float_ops="f32"))
+    assert ENCODER_FLOAT.name not in model.load_seconds
+    model.encode(np.zeros((1, 3, 256, 256), np.float32), ENCODER_FLOAT.name)   # a later case's plan: loaded once
+    assert ENCODER_FLOAT.name in model.load_seconds
     with pytest.raises(EngineError, match="no encoder graph"):
-        engine.use_encoder("encoder_unknown")
+        model.encode(np.zeros((1, 3, 256, 256), np.float32), "encoder_unknown")
 
 
-def test_probe_pairs_decode_the_same_boxes_against_both_encoders(guarded_engine):
+def test_the_probes_decode_the_same_boxes_against_both_encoders(guarded_model):
     case = _volume_case()
-    zs = [2, 9]                     # slice 2 holds the first box, slice 9 both
-    prompts = int8_guard.probe_prompts(case.boxes, int8_guard.Geometry(64, 64), zs)
-    session = lambda emb: ImageSession(guarded_engine, 8, Stats()).set_image(emb)   # noqa: E731
-    embeddings = int8_guard.encode_probes(guarded_engine, (ENCODER.name, ENCODER_FLOAT.name), case.image, zs)
-    assert {name: sorted(e) for name, e in embeddings.items()} == {ENCODER.name: zs, ENCODER_FLOAT.name: zs}
-    pairs = list(int8_guard.probe_pairs(embeddings, (ENCODER.name, ENCODER_FLOAT.name), prompts,
-                                        int8_guard.Geometry(64, 64), session))
-    assert len(pairs) == 1 + 2 and all(a.shape == b.shape == (256, 256) for a, b in pairs)
+    predictor = ImagePredictor(guarded_model, 8)
+    verdict, probed = int8_guard.choose(case, guarded_model, predictor, ENCODER.name)
+    assert verdict.probes and set(probed.embeddings) == set(verdict.probes)
+    assert predictor.ledger.encoder_passes == {ENCODER.name: len(verdict.probes), ENCODER_FLOAT.name: len(verdict.probes)}
+    prompts = int8_guard.probe_prompts(case.boxes, Geometry(64, 64), list(verdict.probes))
+    assert predictor.ledger.boxes_decoded == 2 * sum(len(b) for b in prompts.values())
 
 
 def test_the_float_encoder_runs_in_f32_beside_the_int8_models_float_setting():
-    """Under --float-ops auto the float encoder (primary or fallback) is compiled in f32, the
+    """Under --float-ops auto the float encoder (loaded first or beside) is compiled in f32, the
     float model's arithmetic on every CPU; the decoder keeps the int8 models' setting."""
-    from qmedsam.encoder_choice import cpu_flags
+    from qmedsam.precision.cpu import cpu_flags
 
     x = np.random.default_rng(2).random((1, 3, 256, 256), dtype=np.float32)
-    f32 = Engine(MODELS, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name)).encode(x)
-    primary = Engine(MODELS, EngineOptions(float_precision="auto", encoder=ENCODER_FLOAT.name))
-    np.testing.assert_array_equal(primary.encode(x), f32)
-    fallback = Engine(MODELS, EngineOptions(float_precision="auto", fallback=ENCODER_FLOAT.name))
-    np.testing.assert_array_equal(fallback.encode_with(ENCODER_FLOAT.name, x), f32)
-    bf16 = Engine(MODELS, EngineOptions(float_precision="bf16", encoder=ENCODER_FLOAT.name)).encode(x)
+    name = ENCODER_FLOAT.name
+    f32 = Model(MODELS, ModelSettings(float_ops="f32", encoder=name)).encode(x, name)[0]
+    first = Model(MODELS, ModelSettings(float_ops="auto", encoder=name))
+    np.testing.assert_array_equal(first.encode(x, name)[0], f32)
+    beside = Model(MODELS, ModelSettings(float_ops="auto", also=name))
+    np.testing.assert_array_equal(beside.encode(x, name)[0], f32)
+    bf16 = Model(MODELS, ModelSettings(float_ops="bf16", encoder=name)).encode(x, name)[0]
     if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():      # asked for, bf16 is taken
         assert not np.array_equal(bf16, f32)
 
@@ -263,7 +233,7 @@ def test_2d_cases_get_the_float_answer_whatever_runs_beside_them(tmp_path):
         assert run.returncode == 0, run.stderr
         return run.stderr, (tmp_path / out / "efficiency.csv").read_text()
 
-    from qmedsam.encoder_choice import choose_encoder
+    from qmedsam.precision.setting import choose_encoder
 
     two_d = "2DBox_CT_0002.npz"
     said, csv = predict([two_d], "alone")

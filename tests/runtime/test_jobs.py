@@ -13,7 +13,8 @@ import pytest
 
 from conftest import ROOT, write_short_cases
 from qmedsam.predict import main, parse_args
-from qmedsam.workers import core_sets, usable_cores, worker_count
+from qmedsam.run.processes import core_sets
+from qmedsam.run.sharing import in_order, memory_share, usable_cores, worker_count
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_thousands_of_cases_end(tmp_path):
 def test_two_runs_on_one_outputs_folder_share_the_work(short_cases, plain, tmp_path):
     inputs, names = short_cases
     out = tmp_path / "out"
-    # four processes start on one empty compile cache (qmedsam.cache_guard keeps them from reading
+    # four processes start on one empty compile cache (qmedsam.model.cache keeps them from reading
     # an entry another one is writing)
     runs = [subprocess.Popen(_cmd(inputs, out, "--jobs", "2"), cwd=ROOT, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
@@ -172,7 +173,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_no_case_is_lost(short_cases, pl
 def test_a_case_in_flight_when_two_pools_broke_is_given_up():
     from pathlib import Path
 
-    from qmedsam.workers import MAX_IDLE_BREAKS, Losses
+    from qmedsam.run.processes import MAX_IDLE_BREAKS, Losses
 
     a, b, c = Path("a.npz"), Path("b.npz"), Path("c.npz")
     losses = Losses()
@@ -214,10 +215,17 @@ def test_jobs_option():
 def test_workers_share_the_memory_limit_in_their_box_blocks():
     """--max-boxes auto in a worker sizes blocks from its share of the memory limit, so that N
     workers stay within a container's -m limit."""
-    from qmedsam.api import Segmenter, case_from_arrays
-    from qmedsam.memory import DECODER_BYTES_PER_BOX, MAX_BLOCK, current_rss_bytes
+    from qmedsam.segment.options import SegmentOptions
+    from qmedsam.system.memory import DECODER_BYTES_PER_BOX, MAX_BLOCK, current_rss_bytes
 
-    case = case_from_arrays(np.zeros((600, 800), np.uint8), np.array([[10, 10, 50, 50]]))
-    whole = Segmenter(memory=64 << 30).options(case).max_boxes
+    whole = SegmentOptions().block_size((600, 800), 64 << 30)
     share = current_rss_bytes() + 4 * 600 * 800 + 4 * 2 * DECODER_BYTES_PER_BOX + (16 << 20)
-    assert whole == MAX_BLOCK and Segmenter(memory=share).options(case).max_boxes == 2
+    assert whole == MAX_BLOCK and SegmentOptions().block_size((600, 800), share) == 2
+    assert memory_share(8 << 30, 1, 4) == 2 << 30 and memory_share(8 << 30, 2, 8) == 2 << 30
+
+
+def test_one_worker_keeps_the_organisers_order_and_many_take_the_largest_cases_first(tmp_path):
+    small, large = tmp_path / "a.npz", tmp_path / "b.npz"
+    small.write_bytes(b"x")
+    large.write_bytes(b"x" * 100)
+    assert in_order([small, large], 1) == [small, large] and in_order([small, large], 2) == [large, small]

@@ -24,22 +24,35 @@ def module_level_imports(path):
             yield node.module
 
 
-# none: extras reach the runtime through entry points (qmedsam.predict._runner), never by name
+# none: extras reach the runtime through entry points (qmedsam.run.pools.extra_pool), never by name
 LAZY: dict[str, set[str]] = {}
 
 
+def modules():
+    return [p for p in RUNTIME.rglob("*.py") if "models" not in p.relative_to(RUNTIME).parts]
+
+
 def test_runtime_modules_import_only_the_standard_library_numpy_openvino_cv2_and_themselves():
-    outside = {f"{p.name} imports {name}" for p in RUNTIME.glob("*.py") for name in imported_roots(p)
+    outside = {f"{p.name} imports {name}" for p in modules() for name in imported_roots(p)
                if name.split(".")[0] not in ALLOWED | set(sys.stdlib_module_names)
                and name not in LAZY.get(p.name, set())}
     assert not outside, sorted(outside)
-    eager = {f"{p.name} imports {name} when loaded" for p in RUNTIME.glob("*.py") for name in module_level_imports(p)
+    eager = {f"{p.name} imports {name} when loaded" for p in modules() for name in module_level_imports(p)
              if name in LAZY.get(p.name, set())}
     assert not eager, sorted(eager)
-    runtime = {p.stem for p in RUNTIME.glob("*.py")}
-    strays = {f"{p.name} imports {name}" for p in RUNTIME.glob("*.py") for name in imported_roots(p)
-              if name.startswith("qmedsam.") and name.split(".")[1] not in runtime}
+    runtime = {".".join(("qmedsam",) + p.relative_to(RUNTIME).with_suffix("").parts).removesuffix(".__init__")
+               for p in modules()}
+    strays = {f"{p.name} imports {name}" for p in modules() for name in imported_roots(p)
+              if name.startswith("qmedsam.") and name not in runtime}
     assert not strays, sorted(strays)
+
+
+def test_every_runtime_module_is_short_and_lives_in_a_subpackage_by_job():
+    """No module over 250 lines; only the entry points (the command line, the API) at the top."""
+    long = {str(p.relative_to(RUNTIME)): n for p in modules() if (n := len(p.read_text().splitlines())) > 250}
+    assert not long, long
+    top = {p.name for p in RUNTIME.glob("*.py")}
+    assert top == {"__init__.py", "predict.py", "api.py"}, top
 
 
 def test_the_check_would_catch_an_evaluation_import(tmp_path):
@@ -50,7 +63,7 @@ def test_the_check_would_catch_an_evaluation_import(tmp_path):
 
 
 def test_no_benchmark_or_evaluation_module_in_the_runtime():
-    names = {p.stem for p in RUNTIME.glob("*.py")}
+    names = {p.stem for p in modules()}
     assert not {n for n in names if n.startswith("bench") or n in {
         "evaluate", "scoring", "metrics", "surfels", "score_report", "compare_overlay", "timing", "memcap",
         "convert", "label_boxes", "agreement"}}

@@ -3,8 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from qmedsam.masks import confidence_map, paste_mask, upsample_full
-from qmedsam.preprocess import Geometry, boxes_to_model, image_to_tensor, logits_to_mask
+from qmedsam.image.masks import confidence_map, paste_mask, upsample_full
+from qmedsam.image.preprocess import Geometry, boxes_to_model, image_to_tensor, logits_to_mask
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from qmedsam.atomic import save_segs
-from qmedsam.memory import DECODER_BYTES_PER_BOX, MAX_BLOCK, auto_block_size, memory_limit
+from qmedsam.cases.atomic import save_segs
+from qmedsam.system.memory import DECODER_BYTES_PER_BOX, MAX_BLOCK, auto_block_size, memory_limit
 
 
 def test_cgroup_limits(tmp_path):

@@ -2,7 +2,7 @@
 import cv2
 import numpy as np
 
-from qmedsam.overlay import TILE, case_overlay, draw, write_png
+from qmedsam.cases.overlay import TILE, case_overlay, draw, write_png
 
 
 def test_png_keeps_rgb_order_and_leaves_no_temporary_file(tmp_path):

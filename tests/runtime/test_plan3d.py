@@ -1,7 +1,7 @@
 import numpy as np
 
-from qmedsam.embedding_store import EmbeddingStore
-from qmedsam.plan3d import fixed_plan, middle_slice, propagation_plan
+from qmedsam.segment.store import EmbeddingStore
+from qmedsam.segment.plan3d import fixed_plan, middle_slice, propagation_plan
 
 BOXES = np.array([[0, 0, 2, 5, 5, 6], [1, 1, 4, 6, 6, 9], [0, 0, 0, 3, 3, 0]])
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qmedsam.encoder_choice import FLOAT_ENCODER, W7_ENCODER
-from qmedsam.policy import RATES_FILE, cpu_class, decide, expected_seconds, load_rates, plan_case, slice_load
+from qmedsam.precision.cpu import CpuFacts
+from qmedsam.precision.policy import RATES_FILE, decide, expected_seconds, load_rates, plan_case, slice_load
+from qmedsam.precision.setting import FLOAT_ENCODER, W7_ENCODER
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "inputs"
 AMX = {"avx512f", "avx512_vnni", "avx512_bf16", "amx_int8"}
@@ -25,7 +26,7 @@ SLOW = dict(FAST, int8_pass=0.27, int8_load=0.22)
     ({"avx512f"}, "", "avx512"), ({"avx2"}, "", "avx2"), ({"avx512f"}, "AVX512_CORE_AMX", "avx512"),
 ])
 def test_cpu_class_is_what_the_cpu_and_its_isa_cap_allow(flags, cap, want):
-    assert cpu_class(flags, cap) == want
+    assert CpuFacts(flags, cap).cls == want
 
 
 def test_slice_load_counts_each_touched_slice_once():
@@ -37,18 +38,18 @@ def test_slice_load_counts_each_touched_slice_once():
 
 def test_a_2d_image_and_a_cpu_where_int8_does_not_pay_run_in_float():
     rates = {"amx": FAST, "avx2": FAST}
-    assert decide(False, 1, 1.0, rates, AMX, "").encoder == FLOAT_ENCODER
-    assert decide(True, 100, 1.0, rates, {"avx2"}, "").encoder == FLOAT_ENCODER
-    assert decide(True, 100, 1.0, rates, AMX, "", has_int8=False).encoder == FLOAT_ENCODER
+    assert decide(False, 1, 1.0, rates, CpuFacts(AMX, "")).encoder == FLOAT_ENCODER
+    assert decide(True, 100, 1.0, rates, CpuFacts({"avx2"}, "")).encoder == FLOAT_ENCODER
+    assert decide(True, 100, 1.0, rates, CpuFacts(AMX, ""), has_int8=False).encoder == FLOAT_ENCODER
 
 
 def test_the_guard_runs_only_where_the_passes_pay_for_its_probes():
-    plans = {p: decide(True, p, 1.0, {"amx": FAST, "avx512": SLOW}, AMX, "") for p in range(1, 60)}
+    plans = {p: decide(True, p, 1.0, {"amx": FAST, "avx512": SLOW}, CpuFacts(AMX, "")) for p in range(1, 60)}
     short = [p for p, plan in plans.items() if not plan.guard]
     assert short == list(range(1, short[-1] + 1)) and 2 < short[-1] < 12       # one threshold, a few passes
     assert plans[40].encoder == W7_ENCODER and plans[40].label == "int8+guard"
     assert plans[2].label == "float" and "expected" in plans[2].reason
-    slow = [p for p in range(1, 60) if not decide(True, p, 1.0, {"avx512": SLOW}, AMX, "AVX512_CORE").guard]
+    slow = [p for p in range(1, 60) if not decide(True, p, 1.0, {"avx512": SLOW}, CpuFacts(AMX, "AVX512_CORE")).guard]
     assert slow[-1] > short[-1]                               # a smaller int8 gain needs a longer case
 
 
@@ -58,7 +59,7 @@ def test_expected_seconds_grow_with_the_passes_and_the_guard_grows_slower():
 
 
 def test_an_unmeasured_cpu_class_keeps_the_guard():
-    plan = decide(True, 3, 1.0, {}, AMX, "")
+    plan = decide(True, 3, 1.0, {}, CpuFacts(AMX, ""))
     assert plan.guard and "no measured rates" in plan.reason
 
 
@@ -71,9 +72,9 @@ def test_the_shipped_table_covers_every_class_with_the_figures_the_policy_reads(
 
 def test_plan_case_reads_raw_boxes_and_survives_bad_ones():
     boxes = np.array([[0, 0, 0, 9, 9, 59]])
-    assert plan_case(True, boxes, {"amx": FAST}, AMX, "").guard
-    assert not plan_case(True, None, {"amx": FAST}, AMX, "").guard           # unreadable: one pass
-    assert not plan_case(False, np.array([[0, 0, 9, 9]]), {"amx": FAST}, AMX, "").guard
+    assert plan_case(True, boxes, {"amx": FAST}, CpuFacts(AMX, "")).guard
+    assert not plan_case(True, None, {"amx": FAST}, CpuFacts(AMX, "")).guard           # unreadable: one pass
+    assert not plan_case(False, np.array([[0, 0, 9, 9]]), {"amx": FAST}, CpuFacts(AMX, "")).guard
 
 
 def _ledger(out):

@@ -8,18 +8,28 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import MODELS, ROOT, SAMPLES, CountingEngine, dice
-from qmedsam.cases import Case, load_case
-from qmedsam.engine import Engine, EngineOptions
+from conftest import MODELS, ROOT, SAMPLES, CountingModel, dice
+from qmedsam.cases.read import Case, load_case
+from qmedsam.model.model import Model, ModelSettings
+from qmedsam.model.spec import ENCODER
+from qmedsam.precision.policy import Plan
 from qmedsam.predict import main
-from qmedsam.segment import Options, segment_case
+from qmedsam.segment.case_run import segment_case
+from qmedsam.segment.options import SegmentOptions
+
+INT8 = Plan(ENCODER.name, False, "")
+
+
+def Options(**kw) -> SegmentOptions:
+    """Segmenting options with every slice encoded (no interpolation), as these tests count them."""
+    return SegmentOptions(**dict(dict(interpolate=0), **kw))
 
 pytestmark = pytest.mark.skipif(not (MODELS / "encoder.xml").exists(), reason="run `make export` first")
 
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory):
-    return Engine(MODELS, EngineOptions(cache_dir=tmp_path_factory.mktemp("cache")))
+    return Model(MODELS, ModelSettings(cache_dir=tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +81,8 @@ def test_default_predictions_are_accurate_on_real_labels(sample_outputs):
 @pytest.mark.parametrize("mode", ["fixed", "propagate", "guided"])
 def test_every_slice_is_encoded_exactly_once(engine, mode):
     case = load_case(SAMPLES / "inputs" / "3DBox_Microscope_0004.npz")
-    counting = CountingEngine(engine)
-    seg, stats = segment_case(case, counting, Options(mode_3d=mode, max_boxes=8, store_budget=8 << 20))
+    counting = CountingModel(engine)
+    seg, stats = segment_case(case, counting, INT8, Options(mode_3d=mode, max_boxes=8, store_budget=8 << 20))
     touched = {z for b in case.boxes for z in range(b[2], b[5] + 1)}
     assert sorted(stats.encoded) == sorted(touched)             # each touched slice once
     assert len(counting.encoded) == len(touched) == stats.slices_encoded
@@ -81,16 +91,16 @@ def test_every_slice_is_encoded_exactly_once(engine, mode):
 
 def test_propagation_spills_embeddings_and_gives_the_same_result(engine):
     case = load_case(SAMPLES / "inputs" / "3DBox_CT_0001.npz")
-    ram, _ = segment_case(case, engine, Options(mode_3d="propagate", store_budget=1 << 30))
-    spill, _ = segment_case(case, engine, Options(mode_3d="propagate", store_budget=0))
+    ram, _ = segment_case(case, engine, INT8, Options(mode_3d="propagate", store_budget=1 << 30))
+    spill, _ = segment_case(case, engine, INT8, Options(mode_3d="propagate", store_budget=0))
     np.testing.assert_array_equal(ram, spill)
 
 
 def test_block_partition_gives_the_same_result(engine):
     case = load_case(SAMPLES / "inputs" / "2DBox_CT_0002.npz")
-    ref, s1 = segment_case(case, engine, Options(max_boxes=100))
+    ref, s1 = segment_case(case, engine, INT8, Options(max_boxes=100))
     for block in (1, 2, 3):
-        seg, stats = segment_case(case, engine, Options(max_boxes=block))
+        seg, stats = segment_case(case, engine, INT8, Options(max_boxes=block))
         np.testing.assert_array_equal(seg, ref)
         assert stats.decoder_calls == -(-len(case.boxes) // block)
     assert s1.decoder_calls == 1
@@ -106,12 +116,12 @@ def test_label_order_and_later_box_overwrites(engine):
     square, corner = [25, 30, 69, 59], [80, 80, 94, 94]
     # box 2 repeats box 1 exactly: the same logits, a tie everywhere, which the later box wins
     seg, _ = segment_case(Case("2DBox_Synth_0001.npz", _square_image(), np.array([square, square, corner])),
-                          engine, Options(max_boxes=8))
+                          engine, INT8, Options(max_boxes=8))
     assert not (seg == 1).any() and (seg == 2).sum() > 300 and (seg == 3).any()
     assert (seg[30:60, 25:70] == 2).mean() > 0.5
     # label i belongs to box i, in input order: swapping the boxes swaps the labels
     swapped, _ = segment_case(Case("2DBox_Synth_0002.npz", _square_image(), np.array([corner, square])),
-                              engine, Options(max_boxes=8))
+                              engine, INT8, Options(max_boxes=8))
     np.testing.assert_array_equal(swapped == 1, seg == 3)
     np.testing.assert_array_equal(swapped == 2, seg == 2)
 
@@ -190,8 +200,11 @@ def test_models_that_do_not_compile_stop_the_run_with_one_line(tmp_path, capsys)
 
 
 def test_models_are_found_by_option_environment_or_package_data(tmp_path, monkeypatch):
-    from qmedsam.engine import EngineError
-    from qmedsam.model_dir import MODEL_FILES, PACKAGE_MODELS, default_models, model_dir
+    from qmedsam.model.folder import MODEL_FILES, PACKAGE_MODELS, EngineError, check_folder, default_models
+    from qmedsam.precision.setting import Precision
+
+    def model_dir(base, precision):
+        return Precision.resolve(precision, base).folder
 
     monkeypatch.delenv("QMEDSAM_MODELS", raising=False)
     assert default_models() == PACKAGE_MODELS and model_dir(default_models(), "int8") == PACKAGE_MODELS
@@ -214,7 +227,7 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
     float encoder segments the real CT slice as the float model does, and a models folder
     exported before the float encoder existed still runs, on the int8 one.  A small 3D case sits
     beside the 2D one (a folder of 2D cases only loads the float encoder whatever the CPU)."""
-    import qmedsam.encoder_choice as choice
+    from qmedsam.precision.cpu import CpuFacts
 
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     inputs = tmp_path / "in"
@@ -233,7 +246,7 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
     runs = {"avx2": ({"avx2", "fma"}, MODELS), "vnni": ({"avx2", "avx512f", "avx512_vnni"}, MODELS),
             "avx2, older folder": ({"avx2", "fma"}, older), "avx512 without vnni": ({"avx2", "avx512f"}, MODELS)}
     for name, (flags, models) in runs.items():
-        monkeypatch.setattr(choice, "cpu_flags", lambda flags=flags: set(flags))
+        monkeypatch.setattr(CpuFacts, "here", staticmethod(lambda flags=flags: CpuFacts(flags, "")))
         out = tmp_path / name
         assert main(["-i", str(inputs), "-o", str(out), "-v", "--models", str(models), "--cache", "none"]) == 0
         err = capsys.readouterr().err
@@ -271,7 +284,7 @@ def test_auto_precision_runs_the_float_encoder_on_an_avx2_cpu_and_int8_where_it_
 def test_engine_binds_by_the_exported_names_and_refuses_others(tmp_path):
     import openvino as ov
 
-    from qmedsam.engine import Engine, EngineError
+    from qmedsam.model.folder import EngineError
 
     model = ov.Core().read_model(str(MODELS / "encoder.xml"))
     model.outputs[0].get_tensor().set_names({"features"})
@@ -279,18 +292,22 @@ def test_engine_binds_by_the_exported_names_and_refuses_others(tmp_path):
     for f in ("decoder_image.xml", "decoder_image.bin", "decoder_boxes.xml", "decoder_boxes.bin"):
         shutil.copy(MODELS / f, tmp_path)
     with pytest.raises(EngineError, match="encoder model has no output named image_embedding"):
-        Engine(tmp_path)
+        Model(tmp_path)
 
 
 def test_engine_defaults_to_the_numerics_the_predictor_ships():
-    from qmedsam.engine import EngineOptions, float_ops_for
+    from qmedsam.precision.cpu import CpuFacts
+    from qmedsam.precision.setting import float_ops_for
 
-    assert EngineOptions().float_precision == float_ops_for("int8") == "auto"
-    assert float_ops_for("fp32") == "f32" and float_ops_for("fp32", "bf16") == "bf16"
+    def cap(text):
+        return CpuFacts({"avx512f", "avx512_vnni", "avx512_bf16"}, text)
+
+    assert ModelSettings().float_ops == float_ops_for("int8", cpu=cap("")) == "auto"
+    assert float_ops_for("fp32", cpu=cap("")) == "f32" and float_ops_for("fp32", "bf16", cap("")) == "bf16"
     # an ISA cap without bf16 (the organiser-like setting): auto follows it instead of emulating bf16
-    assert float_ops_for("int8", isa_cap="AVX512_CORE") == float_ops_for("auto", isa_cap="avx2") == "f32"
-    assert float_ops_for("int8", isa_cap="AVX512_CORE_BF16") == float_ops_for("int8", isa_cap="") == "auto"
-    assert float_ops_for("int8", "bf16", isa_cap="AVX512_CORE") == "bf16"
+    assert float_ops_for("int8", cpu=cap("AVX512_CORE")) == float_ops_for("auto", cpu=cap("avx2")) == "f32"
+    assert float_ops_for("int8", cpu=cap("AVX512_CORE_BF16")) == "auto"
+    assert float_ops_for("int8", "bf16", cap("AVX512_CORE")) == "bf16"
 
 
 def _run_predict_sh(inputs, out, *extra):
@@ -361,25 +378,39 @@ def test_runtime_needs_no_training_or_evaluation_package(tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
 
 
-def test_freed_scratch_memory_keeps_outputs_and_engine_usable(engine):
-    """After ``release`` the per-image state the box graph reads stays valid, and both graphs
-    run again afterwards with the same results."""
+def test_freed_scratch_memory_keeps_states_and_the_model_usable(engine):
+    """After the release calls a decoder state already made stays valid, and every graph runs
+    again afterwards with the same results."""
     case = load_case(SAMPLES / "inputs" / "2DBox_CT_0002.npz")
-    from qmedsam.preprocess import boxes_to_model, image_to_tensor
+    from qmedsam.image.preprocess import boxes_to_model, image_to_tensor
 
     x, geo = image_to_tensor(case.image)
     boxes = boxes_to_model(case.boxes, geo)
-    emb = engine.encode(x)
-    engine.prepare(emb)
-    ref = engine.decode(boxes)
-    engine.prepare(emb)
-    engine.release("decoder_image")
-    engine.encode(np.zeros_like(x))                      # other work in between
-    engine.release("encoder")
-    np.testing.assert_array_equal(engine.decode(boxes), ref)
-    np.testing.assert_array_equal(engine.encode(x), emb)
-    engine.prepare(emb)
-    np.testing.assert_array_equal(engine.decode(boxes), ref)
+    emb, _ = engine.encode(x, ENCODER.name)
+    state = engine.prepare(emb)
+    ref, _ = engine.decode(state, boxes)
+    engine.release_prepare()
+    engine.encode(np.zeros_like(x), ENCODER.name)                      # other work in between
+    engine.release_encoder(ENCODER.name)
+    np.testing.assert_array_equal(engine.decode(state, boxes)[0], ref)
+    np.testing.assert_array_equal(engine.encode(x, ENCODER.name)[0], emb)
+    np.testing.assert_array_equal(engine.decode(engine.prepare(emb), boxes)[0], ref)
+
+
+def test_two_states_on_one_model_do_not_disturb_each_other(engine):
+    """A decoder state belongs to its image: preparing another one leaves it as it was."""
+    from qmedsam.image.preprocess import image_to_tensor
+
+    boxes = np.array([[[10.0, 10.0, 120.0, 120.0]]], np.float32)
+    ct = load_case(SAMPLES / "inputs" / "2DBox_CT_0002.npz").image
+    cells = load_case(SAMPLES / "inputs" / "2DBox_Microscope_0003.npz").image
+    first = engine.prepare(engine.encode(image_to_tensor(ct)[0], ENCODER.name)[0])
+    ref, _ = engine.decode(first, boxes)
+    second = engine.prepare(engine.encode(image_to_tensor(cells)[0], ENCODER.name)[0])
+    other, _ = engine.decode(second, boxes)
+    again, _ = engine.decode(first, boxes)
+    np.testing.assert_array_equal(again, ref)
+    assert not np.array_equal(other, ref)
 
 
 def test_a_models_folder_of_another_contract_is_refused(tmp_path):
@@ -387,9 +418,8 @@ def test_a_models_folder_of_another_contract_is_refused(tmp_path):
     stops the run at start-up with one line instead of failing inside OpenVINO."""
     import json
 
-    from qmedsam.engine import EngineError
-    from qmedsam.model_dir import MODEL_FILES, model_dir
-    from qmedsam.model_spec import MANIFEST, binding, contract
+    from qmedsam.model.folder import MODEL_FILES, EngineError, check_folder
+    from qmedsam.model.spec import MANIFEST, binding, contract
 
     for f in MODEL_FILES:
         shutil.copy(MODELS / f, tmp_path / f)
@@ -398,7 +428,7 @@ def test_a_models_folder_of_another_contract_is_refused(tmp_path):
     for graph in manifest["contract"]["graphs"]:                  # texts for readers: no re-export needed
         graph["role"], graph["precision"] = "reworded", "?"
     (tmp_path / MANIFEST).write_text(json.dumps(manifest))
-    assert model_dir(tmp_path, "int8") == tmp_path
+    assert check_folder(tmp_path) == tmp_path
     for change in ("state", "tensor"):
         broken = json.loads(json.dumps(manifest))
         if change == "state":
@@ -407,17 +437,4 @@ def test_a_models_folder_of_another_contract_is_refused(tmp_path):
             broken["contract"]["graphs"][0]["outputs"] = ["embedding"]
         (tmp_path / MANIFEST).write_text(json.dumps(broken))
         with pytest.raises(EngineError, match="another model contract"):
-            model_dir(tmp_path, "int8")
-
-
-def test_decoding_before_an_image_is_set_is_refused():
-    import numpy as np
-
-    from qmedsam.engine import Engine, EngineError
-
-    engine = Engine(MODELS)
-    boxes = np.array([[[10.0, 10.0, 60.0, 60.0]]], np.float32)
-    with pytest.raises(EngineError, match="decode before prepare"):
-        engine.decode(boxes)
-    engine.prepare(engine.encode(np.zeros((1, 3, 256, 256), np.float32)))
-    assert engine.decode(boxes).shape == (1, 1, 256, 256)
+            check_folder(tmp_path)

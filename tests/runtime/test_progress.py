@@ -1,12 +1,16 @@
-"""Progress of a long case (qmedsam.progress): silent at first, then one line rewritten in place,
+"""Progress of a long case (qmedsam.run.progress): silent at first, then one line rewritten in place,
 erased at the end; the predictor shows it only on a terminal."""
 import io
 
 import numpy as np
 
-from qmedsam.cases import Case
-from qmedsam.progress import AFTER_S, EVERY_S, CaseProgress
-from qmedsam.segment import Options, Stats, segment_case
+from qmedsam.cases.read import Case
+from qmedsam.run.progress import AFTER_S, EVERY_S, CaseProgress
+from qmedsam.model.spec import ENCODER
+from qmedsam.precision.policy import Plan
+from qmedsam.segment.case_run import segment_case
+from qmedsam.segment.ledger import Ledger
+from qmedsam.segment.options import SegmentOptions
 from test_int8_guard import TwoEncoders
 
 
@@ -21,7 +25,7 @@ class Clock:
 def test_a_short_case_prints_nothing_a_long_one_one_line_rewritten_then_erased():
     out, clock = io.StringIO(), Clock()
     p = CaseProgress("3DBox_MR_0001.npz", out, clock)
-    stats = Stats(planned=40, boxes_decoded=3, encoded=[0, 1])
+    stats = Ledger(planned=40, boxes_decoded=3, encoded=[0, 1])
     p(stats)
     clock.t = AFTER_S - 0.01
     p(stats)
@@ -40,8 +44,8 @@ def test_segmenting_reports_every_encoded_slice_and_decoded_box():
     seen = []
     vol = np.zeros((6, 32, 32), np.uint8)
     case = Case("3DBox_MR_0001.npz", vol, np.array([[2, 2, 1, 20, 20, 4], [4, 4, 2, 30, 30, 5]]))
-    _, stats = segment_case(case, TwoEncoders(0), Options(),
-                            lambda s: seen.append((s.slices_encoded, s.boxes_decoded, s.planned)))
+    _, stats = segment_case(case, TwoEncoders(0), Plan(ENCODER.name, False, ""), SegmentOptions(interpolate=0),
+                            progress=lambda s: seen.append((s.slices_encoded, s.boxes_decoded, s.planned)))
     assert seen[-1] == (5, 8, 5) and stats.boxes_decoded == 8
     assert [e for e, _, _ in seen] == sorted(e for e, _, _ in seen)
 

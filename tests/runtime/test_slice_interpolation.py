@@ -3,12 +3,29 @@ and that everything else about a 3D case stays as it was."""
 import numpy as np
 import pytest
 
-from conftest import MODELS, CountingEngine, dice
-from qmedsam.cases import Case
-from qmedsam.engine import EngineError
-from qmedsam.preprocess import image_to_tensor
-from qmedsam.segment import CaseRun, Options, Stats, segment_3d_fixed
-from qmedsam.slice_interpolation import between, gap_slices, relative_difference
+from conftest import MODELS, CountingModel, StandIn, dice
+from qmedsam.cases.read import Case
+from qmedsam.image.predictor import ImagePredictor
+from qmedsam.image.preprocess import image_to_tensor
+from qmedsam.model.folder import EngineError
+from qmedsam.model.spec import ENCODER_FLOAT
+from qmedsam.precision.guard import Probed
+from qmedsam.segment.case_run import CaseRun
+from qmedsam.segment.fixed3d import segment_fixed
+from qmedsam.segment.interpolation import between, gap_slices, relative_difference
+from qmedsam.segment.ledger import Ledger
+from qmedsam.segment.options import SegmentOptions
+
+FLOAT = ENCODER_FLOAT.name
+
+
+def Options(**kw) -> SegmentOptions:
+    return SegmentOptions(**dict(dict(interpolate=0), **kw))
+
+
+def case_run(case, model, opts, ledger=None, known=None) -> CaseRun:
+    predictor = ImagePredictor(model, 8, ledger if ledger is not None else Ledger())
+    return CaseRun(case, model, opts, FLOAT, predictor, Probed(known or {}))
 
 
 def test_gaps_are_every_second_inner_slice_of_each_run():
@@ -26,31 +43,23 @@ def test_between_takes_the_mean_only_of_close_neighbours():
     assert between(a, b, 0.05) is None and between(a, a, 0.0) is None       # 0: off
 
 
-class ValueEngine:
+class ValueEngine(StandIn):
     """Each slice's embedding is its model input's sum (a constant map); records what the decoder
     is prepared with, and decodes every box to an empty mask."""
 
     def __init__(self):
-        self.prepared, self.encoded = [], 0
+        super().__init__()
+        self.prepared = []
 
-    def start_encode(self, tensor):
-        self.encoded += 1
+    def embed(self, tensor, graph):
         return np.full((1, 256, 64, 64), float(tensor.sum()), np.float32)
 
-    def finish_encode(self, handle):
-        return handle
+    def prepare(self, embedding, state=None):
+        self.prepared.append(float(embedding[0, 0, 0, 0]))
+        return super().prepare(embedding, state)
 
-    def encode(self, tensor):
-        return self.finish_encode(self.start_encode(tensor))
-
-    def prepare(self, emb):
-        self.prepared.append(float(emb[0, 0, 0, 0]))
-
-    def release(self, graph):
-        pass
-
-    def decode(self, boxes, with_iou=False):
-        return np.full((len(boxes), 1, 256, 256), -1.0, np.float32)
+    def masks(self, embedding, boxes):
+        return np.full((len(boxes), 1, 256, 256), -1.0, np.float32), np.zeros(len(boxes), np.float32)
 
 
 def _volume(depth=9, size=64):
@@ -64,73 +73,73 @@ def _volume(depth=9, size=64):
 def test_a_gap_slice_gets_the_mean_of_its_encoded_neighbours_or_is_encoded():
     vol = _volume()
     case = Case("3DBox_Syn_0001.npz", vol, np.array([[10, 10, 0, 50, 50, 8]]))
-    eng, stats = ValueEngine(), Stats()
-    segment_3d_fixed(CaseRun(case, eng, Options(interpolate=10.0), stats))
-    assert stats.interpolated == [1, 3, 5, 7] and sorted(stats.encoded) == [0, 2, 4, 6, 8] and eng.encoded == 5
+    eng, stats = ValueEngine(), Ledger()
+    segment_fixed(case_run(case, eng, Options(interpolate=10.0), stats))
+    assert stats.interpolated == [1, 3, 5, 7] and sorted(stats.encoded) == [0, 2, 4, 6, 8] and len(eng.encoded) == 5
     by_slice = dict(zip([0, 2, 1, 4, 3, 6, 5, 8, 7], eng.prepared))          # each gap after its upper neighbour
     for z in (1, 3, 5, 7):
         assert by_slice[z] == pytest.approx((by_slice[z - 1] + by_slice[z + 1]) / 2, rel=1e-6)
-    eng, stats = ValueEngine(), Stats()
-    segment_3d_fixed(CaseRun(case, eng, Options(interpolate=1e-9), stats))          # neighbours never that close
-    assert stats.interpolated == [] and sorted(stats.encoded) == list(range(9)) and eng.encoded == 9
-    eng, stats = ValueEngine(), Stats()
+    eng, stats = ValueEngine(), Ledger()
+    segment_fixed(case_run(case, eng, Options(interpolate=1e-9), stats))          # neighbours never that close
+    assert stats.interpolated == [] and sorted(stats.encoded) == list(range(9)) and len(eng.encoded) == 9
+    eng, stats = ValueEngine(), Ledger()
     known = {3: np.full((1, 256, 64, 64), -5.0, np.float32)}               # the guard's probe of slice 3
-    segment_3d_fixed(CaseRun(case, eng, Options(interpolate=10.0), stats, known))
-    assert stats.interpolated == [1, 5, 7] and eng.encoded == 5 and -5.0 in eng.prepared and not known
+    segment_fixed(case_run(case, eng, Options(interpolate=10.0), stats, known))
+    assert stats.interpolated == [1, 5, 7] and len(eng.encoded) == 5 and -5.0 in eng.prepared and not known
 
 
 @pytest.fixture(scope="module")
 def engine():
-    from qmedsam.engine import Engine, EngineOptions
-    from qmedsam.model_spec import ENCODER_FLOAT
+    from qmedsam.model.model import Model, ModelSettings
 
     # the float encoder: the same answers on every CPU (the 8-bit one saturates on AVX2-only CPUs,
     # where the interpolated masks fell to a Dice of 0.84 against encoding every slice)
-    return Engine(MODELS, EngineOptions(float_precision="f32", encoder=ENCODER_FLOAT.name))
+    return Model(MODELS, ModelSettings(float_ops="f32", encoder=FLOAT))
 
 
 def test_with_the_real_engine_each_slice_is_decoded_once_and_the_masks_stay_close(engine):
     vol = _volume(depth=7, size=96)
     case = Case("3DBox_Syn_0002.npz", vol, np.array([[12, 12, 0, 44, 44, 6], [60, 60, 2, 90, 90, 4]]))
-    plain = segment_3d_fixed(CaseRun(case, engine, Options(), Stats()))
-    counting = CountingEngine(engine)
-    stats = Stats()
-    seg = segment_3d_fixed(CaseRun(case, counting, Options(interpolate=10.0), stats))
+    plain = segment_fixed(case_run(case, engine, Options()))
+    counting = CountingModel(engine)
+    stats = Ledger()
+    seg = segment_fixed(case_run(case, counting, Options(interpolate=10.0), stats))
     assert stats.interpolated == [1, 3, 5] and len(counting.encoded) == 4 == stats.slices_encoded
     assert dice(seg == 1, plain == 1) > 0.9
-    same = segment_3d_fixed(CaseRun(case, engine, Options(interpolate=1e-9), Stats()))
+    same = segment_fixed(case_run(case, engine, Options(interpolate=1e-9)))
     np.testing.assert_array_equal(same, plain)
     # with a probe slice known (the guard's), gap slices 1 and 3 are encoded one after the other
     # while slice 6 is in flight: each slice must still get its own embedding
-    known = {4: engine.encode(image_to_tensor(vol[4])[0])}
-    probed = segment_3d_fixed(CaseRun(case, engine, Options(interpolate=1e-9), Stats(), known))
+    known = {4: engine.encode(image_to_tensor(vol[4])[0], FLOAT)[0]}
+    probed = segment_fixed(case_run(case, engine, Options(interpolate=1e-9), known=known))
     np.testing.assert_array_equal(probed, plain)
 
 
 def test_an_encode_never_reuses_a_request_in_flight(engine):
     vol = _volume(depth=3, size=96)
     x = [image_to_tensor(vol[z])[0] for z in range(3)]
-    alone = [engine.encode(t) for t in x]
-    first = engine.start_encode(x[0])
-    second, third = engine.encode(x[1]), engine.encode(x[2])     # the other request, twice
+    alone = [engine.encode(t, FLOAT)[0] for t in x]
+    first = engine.start_encode(x[0], FLOAT)
+    second, third = engine.encode(x[1], FLOAT)[0], engine.encode(x[2], FLOAT)[0]     # the other request, twice
     np.testing.assert_array_equal(engine.finish_encode(first), alone[0])
     np.testing.assert_array_equal(second, alone[1])
     np.testing.assert_array_equal(third, alone[2])
-    handles = [engine.start_encode(t) for t in x[:2]]
+    handles = [engine.start_encode(t, FLOAT) for t in x[:2]]
     with pytest.raises(EngineError, match="in flight"):
-        engine.start_encode(x[2])
+        engine.start_encode(x[2], FLOAT)
     for h in handles:
         engine.finish_encode(h)
-    sweep = CaseRun(None, engine, Options(), Stats()).encoded([lambda t=t: t for t in x], overlap=True)
+    case = Case("3DBox_Syn_0003.npz", vol, np.array([[12, 12, 0, 44, 44, 2]]))
+    sweep = case_run(case, engine, Options(overlap=True)).slices(range(3))
     next(sweep)                                    # slice 1 now in flight
     sweep.close()                                  # a case that fails here frees its request
-    for h in [engine.start_encode(t) for t in x[:2]]:
+    for h in [engine.start_encode(t, FLOAT) for t in x[:2]]:
         engine.finish_encode(h)
 
 
 def test_the_predictor_interpolates_by_default_and_the_option_turns_it_off(monkeypatch):
     from qmedsam.predict import parse_args
-    from qmedsam.slice_interpolation import DEFAULT_TAU
+    from qmedsam.segment.interpolation import DEFAULT_TAU
 
     assert parse_args(["-i", "x", "-o", "y"]).interpolate_slices == DEFAULT_TAU > 0
     assert parse_args(["-i", "x", "-o", "y", "--interpolate-slices", "0"]).interpolate_slices == 0

@@ -3,11 +3,16 @@ synthetic cases; each canvas encoded once; and the gain on real nuclei images.""
 import numpy as np
 import pytest
 
-from conftest import MODELS, CountingEngine
-from qmedsam.cases import Case
-from qmedsam.segment import Options, segment_case
-from qmedsam.preprocess import boxes_to_canvas, boxes_to_model, canvas_to_tensor, image_to_tensor, Geometry
-from qmedsam.zoom import (CONTEXT, SMALL_BOXES_PER_PASS, SMALL_PX, SPARSE_TILE, SPARSE_ZOOM, Crop, Placed, Tile,
+from conftest import MODELS, CountingModel
+from qmedsam.cases.read import Case
+from qmedsam.model.spec import ENCODER
+from qmedsam.precision.policy import Plan
+from qmedsam.segment.case_run import segment_case
+from qmedsam.segment.options import SegmentOptions as Options
+
+INT8 = Plan(ENCODER.name, False, "")
+from qmedsam.image.preprocess import boxes_to_canvas, boxes_to_model, canvas_to_tensor, image_to_tensor, Geometry
+from qmedsam.image.zoom import (CONTEXT, SMALL_BOXES_PER_PASS, SMALL_PX, SPARSE_TILE, SPARSE_ZOOM, Crop, Placed, Tile,
                           box_sides, fit_tiles, pack, plan_crops, zoom_canvases)
 
 
@@ -143,9 +148,9 @@ def test_tiles_share_one_normalisation_and_sit_where_placed():
 
 @pytest.fixture(scope="module")
 def engine():
-    from qmedsam.engine import Engine
+    from qmedsam.model.model import Model
 
-    return Engine(MODELS)
+    return Model(MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -161,10 +166,10 @@ def test_each_crop_is_encoded_once_and_labels_follow_the_boxes(engine, tiled):
     image, _, boxes = tiled
     big = np.array([[100, 100, 700, 600]])                               # stays on the plain path
     case = Case("2DBox_Micro_0001.npz", image, np.concatenate([boxes, big]))
-    counting = CountingEngine(engine)
-    seg, stats = segment_case(case, counting, Options(zoom_crops=8))
+    counting = CountingModel(engine)
+    seg, stats = segment_case(case, counting, INT8, Options(zoom_crops=8))
     assert stats.slices_encoded == 1 and 1 <= stats.crops_encoded <= 8
-    assert len(counting.encoded) == len(set(counting.encoded)) == stats.encoder_passes
+    assert len(counting.encoded) == len(set(counting.encoded)) == stats.passes
     assert seg.shape == image.shape[:2] and seg.max() == len(boxes) + 1
     assert set(np.unique(seg)) <= set(range(len(boxes) + 2))
 
@@ -174,8 +179,8 @@ def test_zoom_raises_dice_on_small_real_nuclei(engine, tiled):
 
     image, labels, boxes = tiled
     case = Case("2DBox_Micro_0001.npz", image, boxes)
-    plain, _ = segment_case(case, engine, Options(zoom_crops=0))
-    zoomed, stats = segment_case(case, engine, Options(zoom_crops=12))
+    plain, _ = segment_case(case, engine, INT8, Options(zoom_crops=0))
+    zoomed, stats = segment_case(case, engine, INT8, Options(zoom_crops=12))
     assert stats.crops_encoded > 0
     d_plain, d_zoom = case_scores(labels, plain)[0], case_scores(labels, zoomed)[0]
     assert d_zoom > d_plain + 0.2, (d_plain, d_zoom)
@@ -184,16 +189,16 @@ def test_zoom_raises_dice_on_small_real_nuclei(engine, tiled):
 def test_scattered_small_boxes_share_encoder_passes_and_keep_their_gain(engine):
     """The 512x512 nuclei sample: its few small boxes sit alone in their crops; packed, they cost
     fewer encoder passes than crops, and still score above the plain path."""
-    from qmedsam.cases import load_case
+    from qmedsam.cases.read import load_case
     from qmedsam_eval.metrics import case_scores
     from conftest import ROOT
 
     case = load_case(ROOT / "samples" / "inputs" / "2DBox_Microscope_0003.npz")
     gt = np.load(ROOT / "samples" / "gts" / "2DBox_Microscope_0003.npz")["gts"]
     crops, _ = plan_crops(*case.image.shape[:2], case.boxes)
-    counting = CountingEngine(engine)
-    zoomed, stats = segment_case(case, counting, Options())
-    plain, _ = segment_case(case, engine, Options(zoom_crops=0))
+    counting = CountingModel(engine)
+    zoomed, stats = segment_case(case, counting, INT8, Options())
+    plain, _ = segment_case(case, engine, INT8, Options(zoom_crops=0))
     assert 0 < stats.crops_encoded < len(crops)
-    assert len(counting.encoded) == len(set(counting.encoded)) == stats.encoder_passes
+    assert len(counting.encoded) == len(set(counting.encoded)) == stats.passes
     assert case_scores(gt, zoomed)[0] > case_scores(gt, plain)[0]

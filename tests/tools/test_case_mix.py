@@ -1,7 +1,7 @@
 """The benchmark case mix is shaped like a real set: mostly short 3D cases and 1-box 2D images."""
 import numpy as np
 
-from qmedsam.cases import load_case
+from qmedsam.cases.read import load_case
 from tools.case_mix import SHORT_Z, write_mix
 
 

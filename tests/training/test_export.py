@@ -11,9 +11,9 @@ import torch
 from conftest import dice, manifest_float_layers
 from ov_precisions import INT8, precision_table, runtime_ops
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
-from qmedsam.encoder_choice import cpu_flags, int8_pays
-from qmedsam.model_spec import DECODER_PLAIN, ENCODER, REFERENCE_FOLDER
-from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
+from qmedsam.precision.cpu import CpuFacts
+from qmedsam.model.spec import DECODER_PLAIN, ENCODER, REFERENCE_FOLDER
+from qmedsam.image.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
 from training.graph_export import path_of
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
@@ -27,11 +27,11 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 EMB_TOL = 0.15
 # On a CPU without AVX-512, VNNI or AMX the CPU plugin's int8 kernels are others (a generic int8
 # GEMM, no fused attention) and land further from Brevitas: 0.28 measured on an AVX2-only EPYC.
-# The predictor runs the float encoder there (qmedsam.encoder_choice); the int8 graph must
+# The predictor runs the float encoder there (qmedsam.precision.setting); the int8 graph must
 # still hold together.
 EMB_TOL_SLOW_INT8 = 0.35
 LUNG_DICE_SLOW_INT8 = 0.95           # measured there: 0.973 / 0.965
-INT8_FAST_HERE = int8_pays(cpu_flags())
+INT8_FAST_HERE = CpuFacts.here().int8_pays
 # Lungs' mask Dice, OpenVINO against Brevitas (the fixture's 2-slice calibration): 0.97 and above on the
 # AMD EPYC and AMX Xeon runs, 0.968 / 0.993 on an Intel Xeon with VNNI but no bf16 (f32 everywhere).
 LUNG_DICE = 0.96
@@ -206,7 +206,7 @@ def test_a_7_bit_export_becomes_the_folders_encoder_w7(weights, tmp_path):
     ``encoder_w7`` and recorded in the manifest with its hashes; a folder that is not a 7-bit
     export is refused."""
     from conftest import MODELS
-    from qmedsam.model_spec import ENCODER_W7, contract
+    from qmedsam.model.spec import ENCODER_W7, contract
     from tools.weights import sha256_of
     from training.export import add_w7_encoder
     from training.graph_export import path_of

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import MODELS, SAMPLES, dice
-from qmedsam.cases import load_case
-from qmedsam.model_spec import DECODER_PLAIN
-from qmedsam.preprocess import boxes_to_model, image_to_tensor
+from qmedsam.cases.read import load_case
+from qmedsam.model.spec import DECODER_PLAIN, ENCODER
+from qmedsam.image.preprocess import boxes_to_model, image_to_tensor
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
 from training.graph_export import path_of
 from training.model.factored_decoder import STATE_OUTPUTS, DecoderBoxes, DecoderImageState, full_cells, window_cells
@@ -70,9 +70,8 @@ def _plain(xml):
 def _agreement(engine, plain, encoder, real_slices):
     dices, diffs = [], []
     for x, b in real_slices:
-        emb = encoder.encode(x)
-        engine.prepare(emb)
-        ours = engine.decode(b)
+        emb = encoder.encode(x, ENCODER.name)[0]
+        ours = engine.decode(engine.prepare(emb), b)[0]
         ref = plain(dict(zip(DECODER_PLAIN.inputs, (emb, b))))[DECODER_PLAIN.outputs[0]]
         dices += [dice(o > 0, r > 0) for o, r in zip(ours, ref)]
         diffs.append(np.abs(ours - ref).max() / np.abs(ref).max())
@@ -80,9 +79,9 @@ def _agreement(engine, plain, encoder, real_slices):
 
 
 def test_exported_float_graphs_equal_the_plain_float_decoder(fp32_dir, real_slices):
-    from qmedsam.engine import Engine, EngineOptions
+    from qmedsam.model.model import Model, ModelSettings
 
-    engine = Engine(fp32_dir, EngineOptions(float_precision="f32", windows=False))     # every logit compared
+    engine = Model(fp32_dir, ModelSettings(float_ops="f32", windows=False))     # every logit compared
     dices, rel = _agreement(engine, _plain(path_of(fp32_dir, DECODER_PLAIN)), engine, real_slices)
     assert dices.min() >= 0.999 and rel < 1e-4, (dices.min(), rel)
 
@@ -91,26 +90,26 @@ def test_int8_models_decode_as_the_plain_float_decoder(fp32_dir, real_slices):
     """The shipped folder: int8 encoder, float factored decoder (weights stored as f16); given the
     same int8 embedding the masks equal the plain float decoder's, in f32 and in the runtime's
     default float precision (the latter with the runtime's decoder windows)."""
-    from qmedsam.engine import Engine, EngineOptions
+    from qmedsam.model.model import Model, ModelSettings
 
     plain = _plain(path_of(fp32_dir, DECODER_PLAIN))
-    exact = Engine(MODELS, EngineOptions(float_precision="f32", windows=False))        # every logit compared
+    exact = Model(MODELS, ModelSettings(float_ops="f32", windows=False))        # every logit compared
     dices, rel = _agreement(exact, plain, exact, real_slices)
     # min: one pixel of a mask a few dozen pixels in size (f16-stored weights; on an AVX2-only CPU the
     # smallest mask gave 0.982 at a mean of 0.9995 and a relative logit difference of 1.2e-3)
     assert dices.mean() >= 0.999 and dices.min() >= 0.98 and rel < 1e-2, (dices.mean(), dices.min(), rel)
-    shipped = Engine(MODELS)                          # bf16 leftovers where the CPU has native bf16
+    shipped = Model(MODELS)                           # bf16 leftovers where the CPU has native bf16
     dices, _ = _agreement(shipped, plain, exact, real_slices)
     assert dices.mean() >= 0.99, dices.mean()
 
 
 def test_blocks_of_any_size_decode_the_same(real_slices):
-    from qmedsam.engine import Engine, EngineOptions
+    from qmedsam.model.model import Model, ModelSettings
 
-    engine = Engine(MODELS, EngineOptions(float_precision="f32"))
+    engine = Model(MODELS, ModelSettings(float_ops="f32"))
     x, b = real_slices[-1]
-    engine.prepare(engine.encode(x))
-    whole, iou = engine.decode(b, with_iou=True)
-    parts = np.concatenate([engine.decode(b[s:s + 7]) for s in range(0, len(b), 7)])
+    state = engine.prepare(engine.encode(x, ENCODER.name)[0])
+    whole, iou = engine.decode(state, b)
+    parts = np.concatenate([engine.decode(state, b[s:s + 7])[0] for s in range(0, len(b), 7)])
     assert iou.shape == (len(b),)
     assert np.abs(whole - parts).max() < 1e-3 and all(dice(p > 0, w > 0) >= 0.999 for p, w in zip(parts, whole))

@@ -5,7 +5,7 @@ import torch
 
 from conftest import dice
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
-from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
+from qmedsam.image.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam, count_parameters
 from training.model.quant_switch import QuantConfig
 

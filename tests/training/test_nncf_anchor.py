@@ -7,7 +7,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from qmedsam.model_spec import ENCODER, ENCODER_W7, MANIFEST
+from qmedsam.model.spec import ENCODER, ENCODER_W7, MANIFEST
 from tools.weights import sha256_of
 from training.nncf_anchor import float_layer_count, quantize, write_candidate
 

@@ -128,7 +128,7 @@ def test_samples_use_the_runtime_preprocessing_and_augment(tmp_path):
     index = build_index(tmp_path, workers=1, progress=False)
     g = next(g for g in range(len(index)) if index.entries[index.locate(g)[0]].modality == "MR")
     plain = SliceDataset(index)[g]
-    from qmedsam.preprocess import image_to_tensor
+    from qmedsam.image.preprocess import image_to_tensor
 
     image, labels, _, _ = SliceDataset(index).raw(g)
     np.testing.assert_array_equal(plain["image"].numpy(), image_to_tensor(image)[0][0])

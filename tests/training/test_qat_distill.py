@@ -96,8 +96,8 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     import shutil
 
     from conftest import MODELS
-    from qmedsam.engine import Engine, EngineOptions
-    from qmedsam.model_spec import ENCODER_W7
+    from qmedsam.model.model import Model, ModelSettings
+    from qmedsam.model.spec import ENCODER_W7
     from training.export import add_w7_encoder
 
     folder = tmp_path / "models"
@@ -106,7 +106,8 @@ def test_a_few_steps_lower_the_loss_and_resume(weights, tmp_path):
     w7 = json.loads((folder / "manifest.json").read_text())["encoder_w7"]
     assert w7["method"].startswith("quantization-aware") and w7["weight_bits"] == 7
     assert w7["from"] == str(tmp_path / "best.pt") and w7["distillation"]["training_seconds"] > 0
-    emb = Engine(folder, EngineOptions(encoder=ENCODER_W7.name)).encode(np.zeros((1, 3, 256, 256), np.float32))
+    emb, _ = Model(folder, ModelSettings(encoder=ENCODER_W7.name)).encode(np.zeros((1, 3, 256, 256), np.float32),
+                                                                         ENCODER_W7.name)
     assert emb.shape == (1, 256, 64, 64) and np.isfinite(emb).all()
 
 

@@ -1,7 +1,7 @@
 """Training samples read lazily from the index: one random label of a slice, its jittered box, flips.
 
 Images, boxes and targets go through the runtime's preprocessing
-(:mod:`qmedsam.preprocess`), so training sees exactly what inference sees.
+(:mod:`qmedsam.image.preprocess`), so training sees exactly what inference sees.
 Randomness comes from (seed, epoch, sample number) alone, so a resumed run draws
 the same samples and augmentations as an uninterrupted one.  Volumes are kept in
 a small LRU cache; a file that fails to read is reported once and replaced by
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmedsam.preprocess import boxes_to_model, image_to_tensor, mask_to_model
+from qmedsam.image.preprocess import boxes_to_model, image_to_tensor, mask_to_model
 from training.data.index import SliceIndex
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.atomic import replacing
-from qmedsam.cases import modality_of
+from qmedsam.cases.atomic import replacing
+from qmedsam.cases.read import modality_of
 
 CACHE_NAME = ".qmedsam-index.json"
 VERSION = 1

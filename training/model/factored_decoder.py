@@ -23,7 +23,7 @@ map of it be applied to ``B`` once per image and to the small ``R`` once per box
 
 The per-box graph takes, beside the boxes, each box's window of grid cells (``cells``, (B, H, W))
 and does the up-scaling and mask product there only: a small box's mask lives in a small window
-(``qmedsam/decoder_windows.py`` picks them); everything before it needs all 4,096 image tokens.
+(``qmedsam/model/windows.py`` picks them); everything before it needs all 4,096 image tokens.
 
 The per-image graph maps the embedding to the state tensors :data:`STATE_OUTPUTS`, each
 ``(1, 4096, width)``; the per-box graph takes them with the boxes.  In
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qmedsam.model_spec import DECODER_STATE
+from qmedsam.model.spec import DECODER_STATE
 
 HEADS = 8
 TOKENS = 7                      # IoU token, 4 mask tokens, 2 box corners

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.model_spec import ENCODER
+from qmedsam.model.spec import ENCODER
 from qmedsam_eval.score_report import by_modality
 from qmedsam_eval.scoring import score_folder
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qmedsam.atomic import replacing
+from qmedsam.cases.atomic import replacing
 from tools.weights import DEFAULT_PATH, ensure_weights, sha256_of
 from training.qat.checkpoint import Structure, rebuild, student_record
 from training.qat.distill_data import TeacherCache
@@ -166,7 +166,7 @@ class Settings:
     mask_weight: float = 1.0
     eval_every: int = 50
     calib: int = 48               # calibration slices of the post-training starting point
-    weight_bits: int = 8          # 7: the student of encoder_w7 (CPUs without VNNI; qmedsam.encoder_choice)
+    weight_bits: int = 8          # 7: the student of encoder_w7 (CPUs without VNNI; qmedsam.precision.setting)
     seed: int = 0
 
 

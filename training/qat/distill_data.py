@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qmedsam.preprocess import MODEL_SIZE, boxes_to_model, image_to_tensor
+from qmedsam.image.preprocess import MODEL_SIZE, boxes_to_model, image_to_tensor
 from tools.modalities import structure_boxes
 
 BOXES_PER_VIEW = 4

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from qmedsam.atomic import replacing
+from qmedsam.cases.atomic import replacing
 from training.qat.checkpoint import Structure, student_record
 from training.qat.student import QAT_CONFIG
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from qmedsam.atomic import save_text
+from qmedsam.cases.atomic import save_text
 
 from training.data.dataset import Augment, SliceDataset
 from training.data.index import build_index

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from qmedsam_eval.metrics import label_scores
-from qmedsam.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
+from qmedsam.image.preprocess import boxes_to_model, image_to_tensor, logits_to_mask
 from training.data.dataset import SliceDataset
 
 
