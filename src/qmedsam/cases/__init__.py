@@ -1,1 +1,1 @@
-"""cases"""
+"""Case files: reading and checking them, writing results atomically, overlays."""

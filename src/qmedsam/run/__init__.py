@@ -1,1 +1,1 @@
-"""run"""
+"""A folder of cases: start-up, configuration, workers and their pools, claims and the run's record."""
