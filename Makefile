@@ -43,10 +43,10 @@ demo: $(STAMP)
 	$(PY) -m qmedsam.predict -i samples/inputs -o $(OUT)/demo --overlay $(OUT)/demo-overlays
 	@echo "segmentations in $(OUT)/demo, overlays in $(OUT)/demo-overlays"
 
-# the everyday suite; the slow-marked modules (QAT, distillation, training then export) run in test-all,
-# which CI runs
+# the everyday suite (a test of every behaviour); the slow-marked tests (QAT, distillation, exports)
+# and the wide ones (many processes, killed runs, whole folders) run in test-all, which CI runs
 test: $(STAMP) weights
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra -m "not slow and not wide"
 
 test-all: $(STAMP) weights
 	$(PY) -m pytest -q -ra

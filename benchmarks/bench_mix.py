@@ -137,8 +137,9 @@ def against_baseline(results: dict, label: str) -> list[str]:
         late = ours["wall"] - base["wall"]
         if late > noise:
             slower.append(case)
+        rss = "/".join(str(r["ledger"].get("peak_rss_mb", "?")) for r in (base, ours))
         lines.append(f"    {case:34s} {base['wall']:6.2f} -> {ours['wall']:6.2f} s ({base['wall'] / ours['wall']:.3f}x, "
-                     f"noise {noise:.2f} s){'  SLOWER' if late > noise else ''}")
+                     f"noise {noise:.2f} s; peak RSS {rss} MB){'  SLOWER' if late > noise else ''}")
     total = sum(r[label]["wall"] for r in results.values()) / sum(r["default"]["wall"] for r in results.values())
     ratios = [r[label]["wall"] / r["default"]["wall"] for r in results.values()]
     lines.append(f"  default vs {label}: total {total:.3f}x, geomean {geomean(ratios):.3f}x; slower beyond noise: "

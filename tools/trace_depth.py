@@ -14,22 +14,21 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME = str(ROOT / "src" / "qmedsam") + "/"
 CASE = "3DBox_CT_short0.npz"
 
 
-def runtime_stack(frame) -> list[str]:
-    """The runtime's frames from ``frame`` outwards, innermost first, as 'module.function'."""
+def runtime_stack(frame, runtime: str) -> list[str]:
+    """The frames of files under ``runtime`` from ``frame`` outwards, innermost first, as 'module.function'."""
     out = []
     while frame is not None:
         path = frame.f_code.co_filename
-        if path.startswith(RUNTIME):
-            out.append(f"{path[len(RUNTIME):-3].replace('/', '.')}.{frame.f_code.co_name}")
+        if path.startswith(runtime):
+            out.append(f"{path[len(runtime):-3].replace('/', '.')}.{frame.f_code.co_name}")
         frame = frame.f_back
     return out
 
 
-def traced(run) -> list[list[str]]:
+def traced(run, runtime: str) -> list[list[str]]:
     """Run ``run()`` with OpenVINO's inference calls wrapped; the runtime stack of each call."""
     import openvino as ov
 
@@ -38,7 +37,7 @@ def traced(run) -> list[list[str]]:
 
     def wrap(original):
         def call(self, *args, **kwargs):
-            stacks.append(runtime_stack(sys._getframe(1)))
+            stacks.append(runtime_stack(sys._getframe(1), runtime))
             return original(self, *args, **kwargs)
         return call
 
@@ -57,11 +56,17 @@ def main(argv=None) -> int:
     ap.add_argument("--mix", type=Path, default=ROOT / "out" / "case-mix", help="made by tools.case_mix if missing")
     ap.add_argument("--case", default=CASE)
     ap.add_argument("--limit", type=int, default=9, help="exit 1 where the deepest stack is deeper")
+    ap.add_argument("--src", type=Path, default=ROOT / "src",
+                    help="the src folder whose qmedsam runs (another revision's worktree, to compare)")
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(args.src.resolve()))
+    runtime = str(args.src.resolve() / "qmedsam") + "/"
     if not (args.mix / "inputs" / args.case).is_file():
         from tools.case_mix import write_mix
 
         write_mix(args.mix)
+    for name in [m for m in sys.modules if m == "qmedsam" or m.startswith("qmedsam.")]:
+        del sys.modules[name]               # imported from --src, not from an installed checkout
     from qmedsam.predict import main as predict
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,7 +75,7 @@ def main(argv=None) -> int:
         (inputs / args.case).write_bytes((args.mix / "inputs" / args.case).read_bytes())
         argv = ["-i", str(inputs), "-q", "--cache", str(Path(tmp) / "cache")]
         assert predict(argv + ["-o", str(Path(tmp) / "warm")]) == 0
-        stacks = traced(lambda: predict(argv + ["-o", str(Path(tmp) / "out")]))
+        stacks = traced(lambda: predict(argv + ["-o", str(Path(tmp) / "out")]), runtime)
     depths = [len(s) for s in stacks]
     deepest = max(stacks, key=len)
     print(f"{args.case}: {len(stacks)} OpenVINO inference calls; runtime frames at a call: deepest {max(depths)}, "

@@ -112,7 +112,7 @@ def export_float_encoder(pretrained: LiteMedSAM, out: Path) -> dict:
     export_float(pretrained, out, [encoder_graph(ENCODER_FLOAT, pretrained)], keep_onnx=False, fp16_weights=True)
     return {"graph": ENCODER_FLOAT.name, "precision": "float", "weights": PRETRAINED_FLOAT,
             "weights_stored_as": "f16 (f32 at run time)",
-            "when": "--precision auto on CPUs without AVX-512, VNNI or AMX (qmedsam/precision/setting.py)"}
+            "when": "--precision auto on CPUs without AVX-512, VNNI or AMX (qmedsam/encoder_choice.py)"}
 
 
 def add_float_encoder(models: Path, weights: Path) -> None:

@@ -23,3 +23,17 @@ def test_spread_is_the_largest_move_of_one_case_between_settings():
     two = _res({"a": {"default": 1.0}}, {"a": {"default": 0.72}})
     assert "2.00 points (a)" in spread({"default": one, "organiser-like": two})
     assert "no spread" in spread({"default": one})
+
+
+def test_a_case_is_slower_than_the_baseline_only_beyond_the_runs_noise():
+    from benchmarks.bench_mix import against_baseline
+
+    def row(walls, rss):
+        return {"wall": sorted(walls)[len(walls) // 2], "walls": walls, "ledger": {"peak_rss_mb": rss}}
+
+    res = {"a": {"baseline r": row([2.0, 2.1, 2.0], "500"), "default": row([2.2, 2.25, 2.2], "510")},
+           "b": {"baseline r": row([3.0, 3.3, 3.0], "600"), "default": row([3.1, 3.2, 3.1], "600")}}
+    lines = against_baseline(res, "baseline r")
+    assert lines[0].endswith("SLOWER") and "peak RSS 500/510 MB" in lines[0]
+    assert not lines[1].endswith("SLOWER")                         # 0.1 s later, within 0.3 s of noise
+    assert lines[-1].startswith("  default vs baseline r: total 0.943x") and lines[-1].endswith("a")

@@ -28,8 +28,13 @@ def test_the_readme_example_runs(monkeypatch):
 
 
 def test_segment_gives_the_map_the_command_line_writes(segmenter, tmp_path):
-    assert main(["-i", str(SAMPLES / "inputs"), "-o", str(tmp_path), "-q", "--cache", "none"]) == 0
-    for path in sorted((SAMPLES / "inputs").glob("*.npz")):
+    """On the 2D samples (one zoomed) and short 3D cases: every path of the product."""
+    from conftest import write_short_cases
+
+    inputs = tmp_path / "in"
+    write_short_cases(inputs)
+    assert main(["-i", str(inputs), "-o", str(tmp_path), "-q", "--cache", "none"]) == 0
+    for path in sorted(inputs.glob("*.npz")):
         with np.load(path) as case:
             spacing = case["spacing"] if "spacing" in case.files else None
             labels = segmenter.segment(case["imgs"], case["boxes"], spacing=spacing)

@@ -93,6 +93,7 @@ def test_thousands_of_cases_end(tmp_path):
     assert run.returncode == 1 and "1500 cases: 0 ok, 1500 failed" in run.stderr.splitlines()[-1]
 
 
+@pytest.mark.wide
 def test_two_runs_on_one_outputs_folder_share_the_work(short_cases, plain, tmp_path):
     inputs, names = short_cases
     out = tmp_path / "out"
@@ -116,6 +117,7 @@ def test_two_runs_on_one_outputs_folder_share_the_work(short_cases, plain, tmp_p
     assert sum(left) >= 1, errs
 
 
+@pytest.mark.wide
 def test_a_killed_jobs_run_leaves_only_whole_outputs_and_resume_finishes_it(short_cases, plain, tmp_path):
     inputs, names = short_cases
     out = tmp_path / "out"
@@ -151,6 +153,7 @@ def _workers_of(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.wide
 def test_a_worker_killed_mid_run_is_replaced_and_no_case_is_lost(short_cases, plain, tmp_path):
     inputs, names = short_cases
     out = tmp_path / "out"

@@ -1,5 +1,6 @@
 """Distillation-only QAT of the int8 encoder against the float encoder (optional export step)."""
 import numpy as np
+import pytest
 import torch
 
 from training.encoder_distill import distill_encoder, embedding_loss, random_view
@@ -23,6 +24,7 @@ def test_embedding_loss_is_relative():
     assert abs(float(embedding_loss(11 * t, 10 * t)) - 0.01) < 1e-4
 
 
+@pytest.mark.slow
 def test_distillation_brings_int8_encoder_towards_float(weights, float_model, ct_case):
     """All layers int8 (embedding error ~0.6 after calibration), a few steps on two slices."""
     torch.manual_seed(0)

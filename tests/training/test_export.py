@@ -43,6 +43,7 @@ def _real_slice(ct_case, z=17):
     return ct_case.image[z], boxes_from_labels(labels)
 
 
+@pytest.mark.slow
 def test_brevitas_and_openvino_agree_on_real_inputs(quick_int8, ct_case):
     model, out = quick_int8
     core = ov.Core()
@@ -75,6 +76,7 @@ def _float_kinds(float_model, names):
     return convs, linears
 
 
+@pytest.mark.slow
 def test_encoder_runs_convolutions_and_matmuls_in_int8(quick_int8, float_model):
     """Every convolution and linear that the manifest does not list as float runs in int8."""
     _, out = quick_int8
@@ -110,6 +112,7 @@ def test_committed_models_match_their_manifest():
     assert sum(n for (t, p), n in table.items() if t == "FullyConnected" and p in INT8) > 0
 
 
+@pytest.mark.slow
 def test_decoder_takes_any_number_of_boxes(quick_int8):
     _, out = quick_int8
     dec = ov.Core().compile_model(str(path_of(out, DECODER_PLAIN)), "CPU", F32)

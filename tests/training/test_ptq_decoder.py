@@ -1,4 +1,5 @@
 """The decoder's quantization choice, checked on real CT boxes: token->image softmax stays float."""
+import pytest
 import torch
 
 from qmedsam_eval.label_boxes import boxes_from_labels, relabel_consecutive
@@ -36,6 +37,7 @@ def test_token_to_image_softmax_is_the_only_float_operand(weights):
     assert all(isinstance(a.attn_quant, qnn.QuantIdentity) for a in others)
 
 
+@pytest.mark.slow
 def test_float_token_to_image_softmax_keeps_decoder_masks_close_to_float(weights, float_model, ct_case):
     """With the float softmax the int8 decoder's masks match the float decoder's far better
     than with an 8-bit one (measured here: mean Dice ~0.99 against ~0.97)."""
