@@ -142,9 +142,11 @@ def main(argv=None) -> int:
         check("the image holds the runtime package and its models only",
               listing.stdout.split() == ["qmedsam", *shipped_files()],
               " ".join(listing.stdout.split()))
-        runtime = sorted(p.name for p in (ROOT / "src" / "qmedsam").glob("*.py"))
+        src = ROOT / "src" / "qmedsam"
+        runtime = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if p.relative_to(src).parts[0] != "models")
         shipped = engine.run("container", "run", "--rm", "--network", "none", args.image, "/bin/sh", "-c",
-                             "cd /workspace/src/qmedsam && ls *.py", capture=True, check=False)
+                             "cd /workspace/src/qmedsam && find . -name '*.py' | sed 's|^./||' | sort",
+                             capture=True, check=False)
         check("the image's runtime modules are the checkout's", shipped.stdout.split() == runtime,
               f"{len(shipped.stdout.split())} modules")
         rates = engine.run("container", "run", "--rm", "--network", "none", args.image, "python3", "-c",
