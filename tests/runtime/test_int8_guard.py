@@ -213,6 +213,7 @@ def test_the_float_encoder_runs_in_f32_beside_the_int8_models_float_setting():
         assert not np.array_equal(bf16, f32)
 
 
+@pytest.mark.wide
 def test_2d_cases_get_the_float_answer_whatever_runs_beside_them(tmp_path):
     """--precision auto: a folder of 2D cases loads only the float encoder and the decoder; in a
     folder with a 3D case beside it, the guard sends the 2D case to float: the same map."""

@@ -78,9 +78,18 @@ def test_default_predictions_are_accurate_on_real_labels(sample_outputs):
     assert np.median(nuclei) > 0.8, np.median(nuclei)
 
 
+def _first_slices(name: str, depth: int, boxes: int) -> Case:
+    """The first ``depth`` slices of a sample volume with up to ``boxes`` of its boxes that reach
+    them, cut to them: a short real case."""
+    case = load_case(SAMPLES / "inputs" / name)
+    keep = case.boxes[case.boxes[:, 2] < depth][:boxes].copy()
+    keep[:, 5] = np.minimum(keep[:, 5], depth - 1)
+    return Case(name, np.ascontiguousarray(case.image[:depth]), keep, case.spacing)
+
+
 @pytest.mark.parametrize("mode", ["fixed", "propagate", "guided"])
 def test_every_slice_is_encoded_exactly_once(engine, mode):
-    case = load_case(SAMPLES / "inputs" / "3DBox_Microscope_0004.npz")
+    case = _first_slices("3DBox_Microscope_0004.npz", 12, 16)
     counting = CountingModel(engine)
     seg, stats = segment_case(case, counting, INT8, Options(mode_3d=mode, max_boxes=8, store_budget=8 << 20))
     touched = {z for b in case.boxes for z in range(b[2], b[5] + 1)}
@@ -90,7 +99,7 @@ def test_every_slice_is_encoded_exactly_once(engine, mode):
 
 
 def test_propagation_spills_embeddings_and_gives_the_same_result(engine):
-    case = load_case(SAMPLES / "inputs" / "3DBox_CT_0001.npz")
+    case = _first_slices("3DBox_CT_0001.npz", 14, 7)
     ram, _ = segment_case(case, engine, INT8, Options(mode_3d="propagate", store_budget=1 << 30))
     spill, _ = segment_case(case, engine, INT8, Options(mode_3d="propagate", store_budget=0))
     np.testing.assert_array_equal(ram, spill)
@@ -366,8 +375,9 @@ def test_runtime_needs_no_training_or_evaluation_package(tmp_path):
         "sys.meta_path.insert(0, Block())\n")
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for name in ("2DBox_CT_0002.npz", "3DBox_CT_0001.npz"):
-        shutil.copy(SAMPLES / "inputs" / name, inputs / name)
+    shutil.copy(SAMPLES / "inputs" / "2DBox_CT_0002.npz", inputs)
+    short = _first_slices("3DBox_CT_0001.npz", 8, 3)
+    np.savez_compressed(inputs / short.name, imgs=short.image, boxes=short.boxes, spacing=short.spacing)
     env = dict(os.environ, PYTHONPATH=f"{block}{os.pathsep}{ROOT / 'src'}")
     proc = subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(inputs), "-o", str(tmp_path / "out"),
                            "--cache", "none", "--overlay", str(tmp_path / "png")], env=env, capture_output=True,

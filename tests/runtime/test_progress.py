@@ -50,13 +50,18 @@ def test_segmenting_reports_every_encoded_slice_and_decoded_box():
     assert [e for e, _, _ in seen] == sorted(e for e, _, _ in seen)
 
 
-def test_the_predictor_prints_no_progress_when_stderr_is_not_a_terminal(tmp_path, capsys):
+def test_the_predictor_prints_no_progress_when_stderr_is_not_a_terminal(tmp_path, capsys, monkeypatch):
     from conftest import SAMPLES
     from qmedsam.predict import main
+    from qmedsam.run import progress
 
+    monkeypatch.setattr(progress, "AFTER_S", 0.0)       # a terminal would see progress at once
     inputs = tmp_path / "in"
     inputs.mkdir()
-    (inputs / "3DBox_CT_0001.npz").symlink_to(SAMPLES / "inputs" / "3DBox_CT_0001.npz")
+    with np.load(SAMPLES / "inputs" / "3DBox_CT_0001.npz") as case:
+        box = case["boxes"][:1].copy()
+        box[0, 2], box[0, 5] = 10, 13
+        np.savez_compressed(inputs / "3DBox_CT_0001.npz", imgs=case["imgs"], boxes=box, spacing=case["spacing"])
     assert main(["-i", str(inputs), "-o", str(tmp_path / "out"), "--cache", "none"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and "images encoded" not in err and len(err.splitlines()) == 2
