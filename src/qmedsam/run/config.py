@@ -31,9 +31,9 @@ class RunConfig:
     jobs: int | str | None = None     # --jobs
     ray: str | None = None            # --ray
 
-    def model_settings(self, encoder: str, also: str | None = None) -> ModelSettings:
-        return ModelSettings(self.cache_dir, self.threads, self.hint, self.precision.float_ops, encoder, also,
-                             self.windows, self.pin_threads)
+    def model_settings(self) -> ModelSettings:
+        """How this run compiles its graphs (which encoders: qmedsam.run.loading.load_model)."""
+        return ModelSettings(self.cache_dir, self.threads, self.hint, windows=self.windows, pin_threads=self.pin_threads)
 
     def worker(self, threads: int, memory: int, pin_threads: bool = True) -> "RunConfig":
         """This configuration for one worker of a pool: its cores and its share of the memory."""

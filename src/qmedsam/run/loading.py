@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from qmedsam.model.model import Model, ModelSettings
@@ -14,8 +15,7 @@ def load_model(precision: Precision, settings: ModelSettings, first: tuple = (Fa
     raw boxes, modality; a 2D image unless told); later cases load more on first use.  Returns
     (model, why that encoder)."""
     encoder, also, why = precision.first_graphs(*first)
-    settings = ModelSettings(settings.cache_dir, settings.threads, settings.hint, precision.float_ops, encoder, also,
-                             settings.windows, settings.pin_threads)
+    settings = replace(settings, float_ops=precision.float_ops, encoder=encoder, also=also)
     return Model(precision.folder, settings), why + ("; guarded per case by the float encoder" if also else "")
 
 

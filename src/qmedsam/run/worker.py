@@ -46,7 +46,7 @@ class CaseWorker:
     def run(self, path: Path) -> CaseResult:
         config = self.config
         if self.load is None:                       # the models load while the first case is read
-            self.load = ModelLoad(config.precision, config.model_settings(""), first_case(path))
+            self.load = ModelLoad(config.precision, config.model_settings(), first_case(path))
         with claimed(config.outputs, path.name, config.run_id) as claim:
             if claim is None:
                 return CaseResult(path.name, skipped="busy")
