@@ -15,7 +15,7 @@ CALIB ?= 48
 DISTILL ?= 0
 OUT ?= out
 
-.PHONY: setup weights samples demo test test-all export export-decoder export-fp32 bench-model bench-encoder-ops clean
+.PHONY: setup weights samples demo test test-all export export-decoder export-prompts export-fp32 bench-model bench-encoder-ops clean
 
 # PyTorch training and export on CPU: glibc keeps freed blocks instead of unmapping them and
 # faulting fresh zeroed pages back in for the next tensor (quantized encoder forward+backward,
@@ -65,6 +65,10 @@ export: $(STAMP) weights
 # pretrained weights, as `make export` writes them; the int8 graphs are left as they are
 export-decoder: $(STAMP) weights
 	$(PY) -m training.export --models $(MODELS) --runtime-decoder
+
+# only the API's prompt decoder (points, box corners, mask input), float, into MODELS
+export-prompts: $(STAMP) weights
+	$(PY) -m training.export --models $(MODELS) --prompt-decoder
 
 export-fp32: $(STAMP) weights
 	$(PY) -m training.export --models $(MODELS) --fp32
@@ -162,10 +166,19 @@ bench-mixed: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_mixed --models $(MODELS)
 
 ONLY ?=
-.PHONY: bench-predict bench-prompting
+.PHONY: bench-predict bench-prompting bench-prompts tune-prompts
 bench-predict: $(STAMP)
 	$(PY) -m benchmarks.bench_predict $(if $(ONLY),--only $(ONLY)) $(if $(BASELINE),--baseline $(BASELINE)) \
 	  $(if $(MATCH),--match $(MATCH)) $(if $(RUNS),--runs $(RUNS)) $(if $(VERSIONS),--versions "$(VERSIONS)")
+
+# the successors' prompts organiser-style: the 2024 3D box, the RECIST line and six interactive rounds
+# of every labelled public volume, a fresh process per run, in both CPU settings (docs/bench-prompts.*)
+bench-prompts: $(STAMP)
+	$(PY) -m benchmarks.bench_prompts $(if $(ONLY),--only $(ONLY))
+
+# the measurements the RECIST and click rules' constants were chosen by (one process, float encoder)
+tune-prompts: $(STAMP)
+	$(PY) -m benchmarks.tune_prompts
 
 bench-prompting: $(STAMP) $(MODELS)/fp32/decoder_boxes.xml
 	$(PY) -m benchmarks.bench_prompting $(if $(ONLY),--only $(ONLY))

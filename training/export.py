@@ -16,10 +16,10 @@ import argparse
 import shutil
 from pathlib import Path
 
-from qmedsam.model.spec import ENCODER, ENCODER_FLOAT, ENCODER_W7, MANIFEST
+from qmedsam.model.spec import DECODER_PROMPTS, ENCODER, ENCODER_FLOAT, ENCODER_W7, MANIFEST
 from tools.weights import DEFAULT_PATH, ensure_weights
 from training import model_sources
-from training.graph_export import (GRAPH_EXTS, OPSET, RUNTIME_DECODER, encoder_graph, export_float,
+from training.graph_export import (GRAPH_EXTS, OPSET, RUNTIME_DECODER, encoder_graph, export_float, prompts_graph,
                                    export_qcdq, export_quant, export_runtime_decoder, path_of)
 from training.manifest_writer import now, read_manifest, update_manifest, write_manifest
 from training.model.lite_medsam import LiteMedSAM, build_lite_medsam
@@ -46,6 +46,7 @@ def export_int8(source: ModelSource, models: Path, weights: Path) -> None:
     write_manifest(models, dict(record, precision="int8", source_checkpoint=model_sources.checkpoint_record(weights),
                                 onnx={"format": "Brevitas QCDQ", "opset": OPSET, "constant_clips_folded": folded}))
     add_float_encoder(models, weights)
+    add_prompt_decoder(models, weights)
 
 
 def add_w7_encoder(models: Path, weights: Path, n_calib: int, source: Path | None = None,
@@ -136,6 +137,17 @@ def refresh_runtime_decoder(models: Path, weights: Path) -> None:
     update_manifest(models, RUNTIME_DECODER, runtime_decoder=dict(record, refreshed=now()))
 
 
+def add_prompt_decoder(models: Path, weights: Path) -> None:
+    """The API's prompt decoder (points, box corners, mask input) from the pretrained weights, float
+    with f16-stored weights, into a models folder and its manifest (part of ``make export``;
+    ``make export-prompts`` on its own).  The command line never loads it; the image leaves it out."""
+    export_float(build_lite_medsam(weights), models, [prompts_graph(build_lite_medsam(weights))], keep_onnx=False,
+                 fp16_weights=True)
+    update_manifest(models, [DECODER_PROMPTS], prompt_decoder={
+        "graph": DECODER_PROMPTS.name, "precision": "float", "weights": PRETRAINED_FLOAT,
+        "weights_stored_as": "f16 (f32 at run time)", "used_by": "qmedsam.api PromptSession (points, mask input)"})
+
+
 def drop_w7_encoder(models: Path) -> None:
     """A checkpoint has one set of weights: no 7-bit encoder from an earlier export may stay beside
     it (the runtime then runs its 8-bit one on every int8 CPU)."""
@@ -154,6 +166,8 @@ def main(argv=None) -> None:
     ap.add_argument("--fp32", action="store_true", help="write float models to MODELS/fp32")
     ap.add_argument("--runtime-decoder", action="store_true",
                     help="re-export only the runtime's float decoder graphs into the int8 MODELS folder")
+    ap.add_argument("--prompt-decoder", action="store_true",
+                    help="only add the API's prompt decoder (points, mask input) to the MODELS folder")
     ap.add_argument("--calib", type=int, default=48, help="calibration slices for PTQ")
     ap.add_argument("--add-w7", action="store_true",
                     help="only add the 7-bit-weight encoder (encoder_w7) to the int8 MODELS folder")
@@ -170,6 +184,9 @@ def main(argv=None) -> None:
     if args.fp32:
         export_fp32(weights, args.models / "fp32")
         print(f"fp32 models in {args.models / 'fp32'}")
+    elif args.prompt_decoder:
+        add_prompt_decoder(args.models, weights)
+        print(f"prompt decoder in {args.models}")
     elif args.runtime_decoder:
         refresh_runtime_decoder(args.models, weights)
         print(f"runtime decoder graphs re-exported in {args.models}")

@@ -11,7 +11,8 @@ import onnx
 import openvino as ov
 import torch
 
-from qmedsam.model.spec import (BOXES, CELLS, DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, ENCODER, MASKS,
+from qmedsam.model.spec import (BOXES, CELLS, DECODER_BOXES, DECODER_IMAGE, DECODER_PLAIN, DECODER_PROMPTS,
+                                 ENCODER, MASKS, POINT_LABELS, POINTS,
                                  REFERENCE_FOLDER, SHIPPED, GraphSpec)
 from training.model.factored_decoder import DecoderBoxes, DecoderImageState, full_cells
 from training.model.lite_medsam import LiteMedSAM
@@ -66,6 +67,18 @@ def factored_graphs(fmodel: LiteMedSAM):
     axes = dict(_batch_axes(DECODER_BOXES), **{CELLS: {0: "B", 1: "H", 2: "W"}, MASKS: {0: "B", 2: "H4", 3: "W4"}})
     return ((DECODER_IMAGE, image_state, (emb,), None),
             (DECODER_BOXES, DecoderBoxes(fmodel).eval(), (*state, boxes, full_cells(len(boxes))), axes))
+
+
+def prompts_graph(model: LiteMedSAM):
+    """The API's prompt decoder (``training/model/prompt_decoder.py``), (spec, module, args, axes) as
+    :func:`graphs`; the number of points is dynamic."""
+    from training.model.prompt_decoder import PromptDecoder
+
+    _, emb, _ = example_inputs()
+    args = (emb, torch.tensor([[[40.0, 50.0], [120.0, 90.0], [0.0, 0.0]]]), torch.tensor([[1.0, 0.0, -1.0]]),
+            torch.zeros(1, 1, 256, 256), torch.ones(1))
+    axes = {POINTS: {1: "N"}, POINT_LABELS: {1: "N"}}
+    return DECODER_PROMPTS, PromptDecoder(model.prompt_encoder, model.mask_decoder).eval(), args, axes
 
 
 def onnx_to_ir(onnx_path: Path, xml_path: Path, fp16_weights: bool = False) -> None:

@@ -5,10 +5,18 @@ Whole cases, as the challenge gives them::
     seg = qmedsam.Segmenter()                    # models shipped with the package, --precision auto
     labels = seg.segment(image, boxes)           # (H, W[, 3]) + (N, 4), or (D, H, W) + (N, 6)
 
-and box by box against one encoded image, in the manner of Segment Anything's ``SamPredictor``::
+prompt by prompt against one encoded image, in the manner of Segment Anything's ``SamPredictor``::
 
     session = seg.set_image(image)               # one encoder pass
     mask, iou = session.predict([x0, y0, x1, y1])   # a decoder call: no encoder pass
+    mask, iou, logits = session.prompt(points=[[x, y]], labels=[1], box=[x0, y0, x1, y1])
+    mask, iou, logits = session.prompt(box=[x0, y0, x1, y1], mask_input=logits)
+
+and the successors' volume prompts, as the command line runs those case files::
+
+    labels = seg.from_recist(volume, recist, spacing=spacing)     # RECIST lines -> 3D lesions
+    labels = seg.from_slice(volume, z, [x0, y0, x1, y1])         # one 2D box -> its 3D object
+    labels = seg.interact(volume, boxes=..., clicks=..., clicks_order=..., prev_pred=...)
 
 Arrays follow the challenge's conventions (uint8 intensities, inclusive pixel boxes); bad input
 raises :class:`qmedsam.CaseError` with the one-line message the command line prints.
@@ -19,15 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
-from qmedsam.cases.read import Case, CaseError, check_boxes, check_case, modality_of
-from qmedsam.image.predictor import ImagePredictor
+from qmedsam.cases.read import Case, CaseError, check_boxes, check_case, modality_of, successor_case
+from qmedsam.image.predictor import ImagePredictor, Prediction
 from qmedsam.model.folder import EngineError, default_models
 from qmedsam.model.model import ModelSettings
 from qmedsam.precision.setting import Precision
 from qmedsam.segment.case_run import segment_case
 from qmedsam.segment.options import SegmentOptions
 
-__all__ = ["Segmenter", "PromptSession", "CaseError", "EngineError"]
+__all__ = ["Segmenter", "PromptSession", "Prediction", "CaseError", "EngineError"]
 
 
 def case_from_arrays(image, boxes, spacing=None) -> Case:
@@ -83,6 +91,46 @@ class Segmenter:
         plan = self.precision.plan(case.is_3d, case.boxes, modality_of(case.name))
         return segment_case(case, self.model, plan, opts, block)[0]
 
+    def _run(self, case: Case) -> np.ndarray:
+        plan = self.precision.plan(case.is_3d, case.boxes, modality_of(case.name))
+        block = SegmentOptions().block_size(case.image.shape[1:3], self.memory)
+        return segment_case(case, self.model, plan, SegmentOptions(), block)[0]
+
+    def from_recist(self, volume, recist, *, spacing=None) -> np.ndarray:
+        """The lesion labels of ``volume`` (D, H, W) from ``recist`` (D, H, W): each label drawn as
+        its longest diameter on one slice (the FLARE 2025 contract); the command line's map."""
+        return self._run(successor_case("recist_array.npz", {"imgs": volume, "recist": recist, "spacing": spacing},
+                                        "recist"))
+
+    def from_slice(self, volume, z: int, box, *, spacing=None) -> np.ndarray:
+        """Label 1 where the object inside ``box`` [x0, y0, x1, y1] on slice ``z`` of ``volume``
+        goes on, followed up and down until it ends."""
+        from qmedsam.cases.interactive import Interactive, SliceBox
+
+        depth = np.shape(volume)[0] if np.ndim(volume) == 3 else 1
+        if not 0 <= int(z) < depth:
+            raise CaseError(f"slice {z} is outside the volume's {depth} slices")
+        # checked as a round that starts from a click on slice z, then given the box instead
+        case = successor_case("slice_array.npz", {"imgs": volume, "spacing": spacing,
+                                                  "clicks": [{"fg": [(int(z), 0, 0)], "bg": []}]}, "interactive")
+        d, h, w = case.image.shape
+        (pixel_box,), _ = check_boxes(np.asarray(box).reshape(1, 4), w, h, None)
+        case.prompts = Interactive(1, [SliceBox(int(z), pixel_box, 0, d - 1, known=False)], [{"fg": [], "bg": []}])
+        case.boxes = np.array([[pixel_box[0], pixel_box[1], 0, pixel_box[2], pixel_box[3], d - 1]])
+        return self._run(case)
+
+    def interact(self, volume, *, boxes=None, clicks=None, clicks_order=None, prev_pred=None,
+                 spacing=None) -> np.ndarray:
+        """One round of the interactive contract (CVPR 2025), its keys as the case files hold them:
+        ``boxes`` (per class a dict of z_min, z_max, z_mid and the middle slice's box), ``clicks``
+        (per class ``{'fg': [(z, y, x)...], 'bg': [...]}``), ``clicks_order``, ``prev_pred``."""
+        members = {"imgs": volume, "spacing": spacing}
+        for key, value in (("boxes", boxes), ("clicks", clicks), ("clicks_order", clicks_order),
+                           ("prev_pred", prev_pred)):
+            if value is not None:
+                members[key] = value
+        return self._run(successor_case("interactive_array.npz", members, "interactive"))
+
     def set_image(self, image) -> "PromptSession":
         """Encode one 2D image (H, W) or (H, W, 3), or one slice, for :meth:`PromptSession.predict`."""
         case = case_from_arrays(image, np.zeros((0, 4), np.int64))
@@ -104,3 +152,25 @@ class PromptSession:
         boxes, _ = check_boxes(np.asarray(box).reshape(1, 4), width, height, None)
         masks, iou = self.predictor.predict(boxes)
         return masks[0], float(iou[0])
+
+    def prompt(self, *, box=None, points=None, labels=None, mask_input=None) -> Prediction:
+        """SAM's prompts, alone or together: ``box`` [x0, y0, x1, y1], ``points`` [[x, y], ...] in the
+        image's pixels with ``labels`` (1 foreground, 0 background), ``mask_input``: a previous
+        answer's ``low_res_logits``.  Returns (mask, IoU, low-res logits).  LiteMedSAM learned boxes
+        only: a box alone is what it answers best (README)."""
+        height, width = self.shape
+        if box is None and points is None and mask_input is None:
+            raise CaseError("prompt needs a box, points or a mask_input")
+        if box is not None:
+            box = check_boxes(np.asarray(box).reshape(1, 4), width, height, None)[0][0]
+        if points is not None:
+            points = np.asarray(points, np.float64).reshape(-1, 2)
+            labels = np.ones(len(points)) if labels is None else np.asarray(labels).reshape(-1)
+            if len(labels) != len(points) or not np.isin(labels, (0, 1)).all():
+                raise CaseError(f"labels must be 0 or 1, one per point ({len(points)} points, {len(labels)} labels)")
+            bad = ~((points >= 0) & (points <= [width - 1, height - 1])).all(1)
+            if bad.any():
+                raise CaseError(f"point {points[bad][0].tolist()} lies outside the {width}x{height} image")
+        if mask_input is not None and np.shape(mask_input) != (256, 256):
+            raise CaseError(f"mask_input has shape {np.shape(mask_input)}, expected (256, 256) low-res logits")
+        return self.predictor.prompt(box, points, labels, mask_input)

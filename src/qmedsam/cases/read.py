@@ -9,6 +9,7 @@ outside the image, z ranges outside the volume.
 """
 from __future__ import annotations
 
+import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +28,14 @@ class Case:
     boxes: np.ndarray         # int64: 2D (N, 4) x0,y0,x1,y1; 3D (N, 6) x0,y0,z0,x1,y1,z1 (inclusive)
     spacing: np.ndarray | None = None
     notes: tuple[str, ...] = ()
+    # 'box': the 2024 contract; 'recist' (prompts: a list of qmedsam.cases.recist.Lesion) and
+    # 'interactive' (prompts: a qmedsam.cases.interactive.Interactive round) are the successors' volumes, whose boxes are each object's reach (N, 6)
+    kind: str = "box"
+    prompts: object = None
 
     @property
     def is_3d(self) -> bool:
-        return is_3d_name(self.name)
+        return self.kind != "box" or is_3d_name(self.name)
 
     @property
     def label_shape(self) -> tuple[int, ...]:
@@ -38,7 +43,7 @@ class Case:
 
     @property
     def label_dtype(self):
-        return label_dtype(len(self.boxes))
+        return np.uint8 if self.kind != "box" else label_dtype(len(self.boxes))
 
 
 def is_3d_name(name: str) -> bool:
@@ -102,22 +107,61 @@ def check_boxes(raw: np.ndarray, width: int, height: int, depth: int | None):
     return np.round(clipped).astype(np.int64), notes
 
 
+SUCCESSOR_KEYS = ("recist", "clicks", "clicks_order", "prev_pred")
+
+
 def load_case(path: str | Path) -> Case:
-    """Read and check the case file at ``path`` (:func:`check_case`)."""
+    """Read and check the case file at ``path``: told apart by its keys, a RECIST case (``recist``),
+    an interactive round (``clicks``/``prev_pred``, or ``boxes`` as a list of dicts) or a 2024 case
+    (:func:`check_case`).  Pickled members are read without running any code."""
+    from qmedsam.cases.safe_npz import UnsafePickle, member_names, read_members
+
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
-            missing = [k for k in ("imgs", "boxes") if k not in keys]
-            if missing:
-                raise CaseError(f"missing key(s) {', '.join(missing)} (has: {', '.join(sorted(keys)) or 'none'})")
-            image, raw_boxes = data["imgs"], data["boxes"]
-            spacing = data["spacing"] if "spacing" in keys else None
+        keys = member_names(path)
+        missing = [k for k in ("imgs",) if k not in keys]
+        if missing or not (keys & {"boxes", *SUCCESSOR_KEYS}):
+            missing += [] if keys & {"boxes", *SUCCESSOR_KEYS} else ["boxes"]
+            raise CaseError(f"missing key(s) {', '.join(missing)} (has: {', '.join(sorted(keys)) or 'none'})")
+        m = read_members(path, ("imgs", "boxes", "spacing", *SUCCESSOR_KEYS))
     except CaseError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except UnsafePickle as e:
+        raise CaseError(f"refused: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
         raise CaseError(f"unreadable npz ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
-    return check_case(path.name, image, raw_boxes, spacing)
+    if "recist" in m:
+        return successor_case(path.name, m, "recist")
+    if keys & {"clicks", "clicks_order", "prev_pred"} or "boxes" in m and m["boxes"].dtype.hasobject:
+        return successor_case(path.name, m, "interactive")
+    return check_case(path.name, m["imgs"], m["boxes"], m.get("spacing"))
+
+
+def _spacing(spacing) -> np.ndarray | None:
+    if spacing is None:
+        return None
+    spacing = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if spacing.shape != (3,) or not np.isfinite(spacing).all() or (spacing <= 0).any():
+        raise CaseError(f"spacing {spacing.tolist()} is not 3 positive numbers")
+    return spacing
+
+
+def successor_case(name: str, members: dict, kind: str) -> Case:
+    """A RECIST or interactive :class:`Case` from its members; a volume whatever its name."""
+    from qmedsam.cases import interactive, recist
+
+    image = _as_uint8(np.asarray(members["imgs"]))
+    if image.ndim != 3 or min(image.shape) < 1:
+        raise CaseError(f"{kind} case imgs has shape {image.shape}, expected (D, H, W)")
+    spacing = _spacing(members.get("spacing"))
+    if kind == "recist":
+        found = recist.parse_recist(members["recist"], image.shape)
+        reach = [recist.lesion_reach(lesion, spacing, image.shape) for lesion in found]
+    else:
+        found = interactive.parse_interactive(members, image.shape)
+        reach = interactive.interactive_reach(found, image.shape)
+    boxes = np.asarray(reach, np.int64).reshape(-1, 6)
+    return Case(name, np.ascontiguousarray(image), boxes, spacing, (), kind, found)
 
 
 def check_case(name: str, image, raw_boxes, spacing=None) -> Case:
@@ -129,10 +173,7 @@ def check_case(name: str, image, raw_boxes, spacing=None) -> Case:
             raise CaseError(f"3D case imgs has shape {image.shape}, expected (D, H, W)")
         d, h, w = image.shape
         boxes, notes = check_boxes(raw_boxes, w, h, d)
-        if spacing is not None:
-            spacing = np.asarray(spacing, dtype=np.float64).reshape(-1)
-            if spacing.shape != (3,) or not np.isfinite(spacing).all() or (spacing <= 0).any():
-                raise CaseError(f"spacing {spacing.tolist()} is not 3 positive numbers")
+        spacing = _spacing(spacing)
     else:
         if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3))) or min(image.shape[:2]) < 1:
             raise CaseError(f"2D case imgs has shape {image.shape}, expected (H, W, 3) or (H, W)")
@@ -148,6 +189,8 @@ def peek_boxes(path: str | Path) -> np.ndarray | None:
     before the models load; None where they cannot be read (:func:`load_case` then says why)."""
     try:
         with np.load(path, allow_pickle=False) as data:
+            if set(data.files) & set(SUCCESSOR_KEYS):
+                return None
             return np.asarray(data["boxes"]) if "boxes" in data.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return None

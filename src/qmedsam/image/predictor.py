@@ -10,6 +10,7 @@ re-prepares another.  Setting a new image re-uses the object's state memory.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,6 +21,15 @@ from qmedsam.segment.ledger import Ledger
 
 class NoImageError(RuntimeError):
     """Decoding was asked of a predictor before its image was set."""
+
+
+class Prediction(NamedTuple):
+    """One prompt's answer: the image's boolean mask (H, W), the decoder's predicted IoU, and the
+    low-res logits (256, 256) in the model's frame (the next call's ``mask_input``)."""
+
+    mask: np.ndarray
+    iou: float
+    low_res_logits: np.ndarray
 
 
 class ImagePredictor:
@@ -103,3 +113,29 @@ class ImagePredictor:
             for k in range(len(logits)):
                 masks[s + k] = box_mask(self.crop(logits[k, 0]), self.geo.height, self.geo.width)
         return masks, ious
+
+    def prompt(self, box=None, points=None, point_labels=None, mask_input=None) -> Prediction:
+        """SAM's prompts against the image, in its pixels: a box [x0, y0, x1, y1] (inclusive), points
+        (N, 2) as (x, y) with labels (N,) (1 foreground, 0 background), a previous low-res logit map
+        (256, 256); any of them, together.  A box alone decodes as :meth:`predict` does."""
+        geo = self.geo
+        if self._state is None:
+            raise NoImageError("decoding before an image is set: call set_image first")
+        if points is None and mask_input is None:
+            logits, iou = self.decode(boxes_to_model(np.asarray(box)[None], geo))
+            return Prediction(box_mask(self.crop(logits[0, 0]), geo.height, geo.width), float(iou[0]),
+                              logits[0, 0].copy())
+        coords, labels = np.zeros((0, 2)), np.zeros(0)
+        if points is not None:
+            coords = np.asarray(points, np.float64).reshape(-1, 2) * geo.scale
+            labels = np.asarray(point_labels, np.float64).reshape(-1)
+        if box is not None:
+            corners = boxes_to_model(np.asarray(box)[None], geo).reshape(2, 2)
+            coords, labels = np.concatenate([coords, corners]), np.concatenate([labels, [2, 3]])
+        else:                                  # SAM pads a prompt without a box with one "no point"
+            coords, labels = np.concatenate([coords, [[0, 0]]]), np.concatenate([labels, [-1]])
+        t = time.perf_counter()
+        logits, iou = self.model.prompt_decoder().decode(self.embedding, coords, labels, mask_input)
+        self.ledger.decode_s += time.perf_counter() - t
+        self.ledger.decoder_calls += 1
+        return Prediction(box_mask(self.crop(logits), geo.height, geo.width), iou, logits)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from qmedsam.model.cache import entry_key, first_compile
+from qmedsam.model.checks import check_names, compile_error
 from qmedsam.model.folder import EngineError, has_graph
 from qmedsam.model.spec import DECODER_BOXES, DECODER_IMAGE, DECODER_STATE, ENCODER, ENCODERS, GraphSpec
 from qmedsam.model.windows import GRID, MARGIN, OUTSIDE, SIZES, cells, plan_windows
@@ -61,22 +62,6 @@ class DecoderState:
             self.tensors[name] = ov.Tensor(np.empty(shape, np.float32), shared_memory=True)
 
 
-def _check_names(model, spec: GraphSpec) -> None:
-    have = ({n for p in model.inputs for n in p.get_names()}, {n for p in model.outputs for n in p.get_names()})
-    for side, want, got in (("input", spec.inputs, have[0]), ("output", spec.outputs, have[1])):
-        missing = [n for n in want if n not in got]
-        if missing:
-            raise EngineError(f"{spec.name} model has no {side} named {', '.join(missing)} "
-                              f"(has {', '.join(sorted(got)) or 'none'}): re-export it with `make export`")
-
-
-def _compile_error(e: RuntimeError, folder: Path) -> EngineError:
-    # OpenVINO's message opens with "Exception from <source file>" lines; the reason comes after
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    first = next((line for line in lines if not line.startswith("Exception from")), lines[0] if lines else type(e).__name__)
-    return EngineError(f"cannot compile the models in {folder}: {first}")
-
-
 class Model:
     """Encoder: image (1,3,256,256) -> image_embedding (1,256,64,64).  Decoder: :meth:`prepare` an
     embedding into a :class:`DecoderState`, then :meth:`decode` boxes (B,1,4) against it -> low-res
@@ -113,7 +98,7 @@ class Model:
         pool.shutdown(wait=False)
         compiled = [self._result(job) for job in jobs]
         for model, spec in zip(compiled, specs):
-            _check_names(model, spec)
+            check_names(model, spec)
         self.loaded_from_cache = all(bool(m.get_property(props.loaded_from_cache)) for m in compiled)
         self._encoders = {settings.encoder: self._requests(compiled[0])}
         self._image_graph, self._boxes_graph = compiled[1], compiled[2]
@@ -122,12 +107,13 @@ class Model:
         self._bound: DecoderState | None = None          # the state the per-box request reads now
         self._busy: set[int] = set()                      # encoder requests started, not finished
         self.margin = MARGIN          # pixels around a box inside its window (bench-model varies it)
+        self._prompts = None          # the API's prompt decoder, made on first use
 
     def _result(self, job):
         try:
             return job.result()
         except RuntimeError as e:
-            raise _compile_error(e, self.folder) from None
+            raise compile_error(e, self.folder) from None
 
     def _compile(self, spec: GraphSpec):
         """Compile (or load from the cache) one graph of the models folder, timed."""
@@ -165,16 +151,10 @@ class Model:
             if name not in ENCODERS:
                 raise EngineError(f"no encoder graph {name} (have {', '.join(ENCODERS)})")
             job = self._later.pop(name, None)
-            compiled = self._result(job) if job is not None else self._load_now(name)
-            _check_names(compiled, ENCODERS[name])
+            compiled = self._result(job) if job is not None else self.compile_graph(ENCODERS[name])
+            check_names(compiled, ENCODERS[name])
             self._encoders[name] = self._requests(compiled)
         return self._encoders[name]
-
-    def _load_now(self, name: str):
-        try:
-            return self._compile(ENCODERS[name])
-        except RuntimeError as e:
-            raise _compile_error(e, self.folder) from None
 
     def start_encode(self, tensor: np.ndarray, graph: str) -> Encoding:
         """Start encoding ``tensor`` with encoder graph ``graph`` on an idle request (at most two
@@ -248,3 +228,18 @@ class Model:
             for j, (k, (y, x)) in enumerate(zip(idx, origins)):
                 logits[k, 0, 4 * y:4 * (y + size), 4 * x:4 * (x + size)] = part[j, 0]
         return logits, iou
+
+    def prompt_decoder(self):
+        """The API's prompt decoder (:class:`qmedsam.model.prompt_graph.PromptDecoder`), made on first use."""
+        if self._prompts is None:
+            from qmedsam.model.prompt_graph import PromptDecoder
+
+            self._prompts = PromptDecoder(self)
+        return self._prompts
+
+    def compile_graph(self, spec: GraphSpec):
+        """``spec``'s graph of the models folder compiled now, as the start-up's are (cache included)."""
+        try:
+            return self._compile(spec)
+        except RuntimeError as e:
+            raise compile_error(e, self.folder) from None

@@ -50,6 +50,13 @@ DECODER_IMAGE = GraphSpec("decoder_image", (EMBEDDING,), DECODER_STATE, "float",
 DECODER_BOXES = GraphSpec("decoder_boxes", (*DECODER_STATE, BOXES, CELLS), (MASKS, "iou_predictions"),
                           "float", "the decoder's per-box work, per block of boxes (B,1,4) and their windows "
                           "(B,H,W) of 64-grid cells -> the windows' logits (B,1,4H,4W); all cells: (B,1,256,256)")
+# SAM's whole prompt interface (points with labels, box corners, a low-res mask), float, one prompt
+# per call: the API's PromptSession.predict with points or a mask; the command line never loads it.
+POINTS, POINT_LABELS, MASK_INPUT, HAS_MASK = "point_coords", "point_labels", "mask_input", "has_mask_input"
+DECODER_PROMPTS = GraphSpec("decoder_prompts", (EMBEDDING, POINTS, POINT_LABELS, MASK_INPUT, HAS_MASK),
+                            (MASKS, "iou_predictions"), "float",
+                            "embedding (1,256,64,64), points (1,N,2) in 256-space with SAM's labels (1,N), "
+                            "a low-res mask (1,1,256,256) and whether to use it (1,) -> logits (1,1,256,256), IoU")
 DECODER_PLAIN = GraphSpec("decoder", (EMBEDDING, BOXES), (MASKS,), "int8",
                           "the plain, unfactored decoder: a reference for tests and benchmarks, not shipped")
 

@@ -64,11 +64,14 @@ class CaseWorker:
                                                   config.memory)
                 model = self._model(result)
                 progress = self._progress(path)
+                cache = self._embedding_cache(case)
                 try:
-                    seg, ledger = segment_case(case, model, plan, config.segment, block, progress)
+                    seg, ledger = segment_case(case, model, plan, config.segment, block, progress, cache)
                 finally:
                     if progress is not None:
                         progress.close()
+                    if cache is not None:
+                        cache.trim()
                 self._finish(path, case, seg, ledger, result)
             except EngineError as e:            # the models could not be loaded: no case can run
                 result.fatal = str(e)
@@ -95,6 +98,16 @@ class CaseWorker:
                 f"({'from compile cache' if model.loaded_from_cache else 'compiled'}; cache: {c.cache_dir or 'off'}); "
                 f"encoder {self.load.why}; float leftovers: {c.precision.float_ops}")
         return model
+
+    def _embedding_cache(self, case):
+        """Interactive rounds keep their slices' embeddings beside the compile cache for the next
+        round's process; keyed by the models, not the encoder: a slice the guard let run in int8 is
+        as good to a later round of the same case as a float one."""
+        if case.kind != "interactive" or self.config.cache_dir is None:
+            return None
+        from qmedsam.segment.embedding_cache import FOLDER, EmbeddingCache
+
+        return EmbeddingCache(self.config.cache_dir / FOLDER, self.config.models_id)
 
     def _progress(self, path: Path):
         if not self.show_progress:

@@ -18,10 +18,11 @@ class CaseRun:
     each taken out as it is used."""
 
     def __init__(self, case, model, opts: SegmentOptions, encoder: str, predictor: ImagePredictor,
-                 probed: guard.Probed):
+                 probed: guard.Probed, cache=None):
         self.case, self.model, self.opts, self.encoder, self.predictor = case, model, opts, encoder, predictor
         self.ledger = predictor.ledger
         self.known, self.decoded = probed.embeddings, probed.logits
+        self.cache = cache       # an EmbeddingCache shared with later processes of the case, or None
 
     def _embeddings(self, keys: list, tensor_of, overlap: bool | None, known: dict, note):
         """Yield (key, embedding) for ``keys`` in order, those in ``known`` taken from it; with
@@ -51,9 +52,26 @@ class CaseRun:
 
     def slices(self, zs, overlap: bool | None = None):
         """Yield (z, embedding) for slices ``zs`` of the volume in order; ``known`` ones are not encoded."""
-        volume = self.case.image
-        return self._embeddings(list(zs), lambda z: image_to_tensor(volume[z])[0], overlap, self.known,
-                                self.ledger.note_encoded)
+        volume, zs = self.case.image, list(zs)
+        if self.cache is None:
+            return self._embeddings(zs, lambda z: image_to_tensor(volume[z])[0], overlap, self.known,
+                                    self.ledger.note_encoded)
+        return self._cached_slices(zs, overlap)
+
+    def _cached_slices(self, zs, overlap):
+        volume, known, cache = self.case.image, self.known, self.cache
+        for z in zs:
+            if z not in known:
+                emb = cache.get(volume[z])
+                if emb is not None:
+                    known[z] = emb
+                    self.ledger.cached += 1
+        fresh = {z for z in zs if z not in known}
+        for z, emb in self._embeddings(zs, lambda z: image_to_tensor(volume[z])[0], overlap, known,
+                                       self.ledger.note_encoded):
+            if z in fresh:
+                cache.put(volume[z], emb)
+            yield z, emb
 
     def canvases(self, canvases: list):
         """Yield (k, embedding) for the 2D zoom canvases (qmedsam.image.zoom), encoded ahead."""
@@ -85,10 +103,11 @@ class CaseRun:
 
 
 def segment_case(case, model, plan, opts: SegmentOptions = SegmentOptions(), block: int | None = None,
-                 progress=None) -> tuple[np.ndarray, Ledger]:
+                 progress=None, cache=None) -> tuple[np.ndarray, Ledger]:
     """The label map of a checked ``case`` (box i -> label i) run under ``plan``
     (:class:`qmedsam.precision.policy.Plan`), and its ledger; ``block``: boxes per decoder call
-    (None: ``opts.block_size``); ``progress`` (a function of the ledger) is told as the work goes on."""
+    (None: ``opts.block_size``); ``progress`` (a function of the ledger) is told as the work goes on;
+    ``cache``: an :class:`~qmedsam.segment.embedding_cache.EmbeddingCache` for slices (interactive rounds)."""
     from qmedsam.segment.fixed3d import segment_fixed
     from qmedsam.segment.image2d import segment_2d
     from qmedsam.segment.propagate3d import segment_propagate
@@ -105,9 +124,13 @@ def segment_case(case, model, plan, opts: SegmentOptions = SegmentOptions(), blo
         ledger.reason = f"{plan.reason}; guard: {ledger.verdict.reason}"
         encoder = ledger.verdict.encoder
     ledger.encoder = encoder
-    run = CaseRun(case, model, opts, encoder, predictor, probed)
+    run = CaseRun(case, model, opts, encoder, predictor, probed, cache)
     if not case.is_3d:
         return segment_2d(run), ledger
+    if case.kind != "box":
+        from qmedsam.segment.successors import segment_interactive, segment_recist
+
+        return (segment_recist if case.kind == "recist" else segment_interactive)(run), ledger
     if opts.mode_3d in ("propagate", "guided"):
         return segment_propagate(run, guided=opts.mode_3d == "guided"), ledger
     return segment_fixed(run), ledger

@@ -45,6 +45,8 @@ class Ledger:
     crops_encoded: int = 0                                # 2D zoom canvases (encoder passes)
     interpolated: list[int] = field(default_factory=list)  # slices given their neighbours' mean embedding
     planned: int = 0                                      # encoder passes the case will take (0: unknown)
+    notes: list[str] = field(default_factory=list)        # what each click of an interactive round did
+    cached: int = 0                                       # slice embeddings taken from the embeddings cache
     first_embedding_at: float | None = None               # time.perf_counter() of the first embedding
     progress: Callable[["Ledger"], None] | None = None    # told as the work goes on (qmedsam.run.progress)
 
