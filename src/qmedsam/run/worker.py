@@ -42,6 +42,7 @@ class CaseWorker:
         self.first = True                           # the first case gets the start-up columns
         self.seen_loads: dict[str, float] = {}      # graph loads already in a ledger
         self.reported = False                       # the -v line about the model said
+        self.kind = "box"                           # the case being run: box, recist or interactive
 
     def run(self, path: Path) -> CaseResult:
         config = self.config
@@ -56,9 +57,10 @@ class CaseWorker:
             t0 = time.perf_counter()
             result, load, ledger = CaseResult(path.name), self.load, None
             waited, status, n_boxes, read_s = load.waited, "ok", 0, 0.0
+            self.kind = "box"
             try:
                 case = load_case(path)
-                read_s, n_boxes = time.perf_counter() - t0, len(case.boxes)
+                read_s, n_boxes, self.kind = time.perf_counter() - t0, len(case.boxes), case.kind
                 plan = config.precision.plan(case.is_3d, case.boxes, modality_of(case.name))
                 block = config.segment.block_size(case.image.shape[1:3] if case.is_3d else case.image.shape[:2],
                                                   config.memory)
@@ -142,8 +144,13 @@ class CaseWorker:
         if status == "ok" and not config.quiet:
             zoomed = f" + {count(crops, 'zoom canvas', 'zoom canvases')}" if crops else ""
             between = f" (+ {len(ledger.interpolated)} interpolated)" if ledger.interpolated else ""
-            result.lines.append(f"{path.name}: ok, {count(n_boxes, 'box', 'boxes')}, "
-                                f"{count(encoded, 'slice', 'slices')}{zoomed} encoded{between}, {seconds:.2f} s")
+            cached = f", {ledger.cached} from the embeddings cache" if ledger.cached else ""
+            what = count(n_boxes, "box", "boxes") if self.kind == "box" else count(n_boxes, f"{self.kind} object",
+                                                                                   f"{self.kind} objects")
+            result.lines.append(f"{path.name}: ok, {what}, "
+                                f"{count(encoded, 'slice', 'slices')}{zoomed} encoded{between}{cached}, {seconds:.2f} s")
+            if config.verbose and ledger.notes:
+                result.lines.append(f"{path.name}: clicks: {'; '.join(ledger.notes)}")
         kind = config.precision.kind(ledger.encoder) if ledger and ledger.passes else ""
         row = {"case": path.name, "seconds": f"{seconds:.3f}", "boxes": n_boxes, "slices_encoded": encoded,
                "crops_encoded": crops, "decoder_calls": ledger.decoder_calls if ledger else 0,

@@ -59,16 +59,22 @@ class CaseRun:
         return self._cached_slices(zs, overlap)
 
     def _cached_slices(self, zs, overlap):
-        volume, known, cache = self.case.image, self.known, self.cache
+        volume, known, cache, ledger = self.case.image, self.known, self.cache, self.ledger
+        stored = set()
         for z in zs:
             if z not in known:
                 emb = cache.get(volume[z])
                 if emb is not None:
                     known[z] = emb
-                    self.ledger.cached += 1
+                    stored.add(z)
+                    ledger.cached += 1
         fresh = {z for z in zs if z not in known}
-        for z, emb in self._embeddings(zs, lambda z: image_to_tensor(volume[z])[0], overlap, known,
-                                       self.ledger.note_encoded):
+
+        def note(z):                      # a slice from the cache was not encoded by this process
+            if z not in stored:
+                ledger.note_encoded(z)
+
+        for z, emb in self._embeddings(zs, lambda z: image_to_tensor(volume[z])[0], overlap, known, note):
             if z in fresh:
                 cache.put(volume[z], emb)
             yield z, emb
