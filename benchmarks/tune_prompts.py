@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", type=Path, default=Path("out/case-mix"))
     ap.add_argument("--out", type=Path, default=Path("out/tune-prompts.json"))
     ap.add_argument("--part", choices=("recist", "clicks", "all"), default="all")
+    ap.add_argument("--match", default="", help="only the RECIST variants whose label holds this")
+    ap.add_argument("--box-from", type=Path, help="the 2024 box scores of an earlier run's JSON (not measured again)")
     args = ap.parse_args(argv)
     print(describe(), flush=True)
     setup = Setup.open(default_models(), encoder=ENCODER_FLOAT.name)
@@ -95,14 +97,19 @@ def main(argv=None) -> int:
     result = {}
     if args.part in ("recist", "all"):
         box = {}
+        if args.box_from:
+            box = {k: tuple(v) for k, v in json.loads(args.box_from.read_text())["box"].items()}
         for name, image, gt, spacing, path in data:
-            box[name] = case_scores(gt, run(setup, load_case(path)), spacing)
+            if name not in box:
+                box[name] = case_scores(gt, run(setup, load_case(path)), spacing)
         result["box"] = {k: list(v) for k, v in box.items()}
         print(f"2024 3D box: mean DSC {np.mean([v[0] for v in box.values()]):.4f} "
               f"NSD {np.mean([v[1] for v in box.values()]):.4f}", flush=True)
         from qmedsam.cases import recist as prompts
 
         def recist_run(tag, **knobs):
+            if args.match and args.match not in tag:
+                return
             t0, scores = time.perf_counter(), {}
             for name, image, gt, spacing, _ in data:
                 case = recist_case(name, image, gt, spacing)
@@ -112,8 +119,11 @@ def main(argv=None) -> int:
                 scores[name] = case_scores(gt, run(setup, case), spacing)
             result[tag] = {k: list(v) for k, v in scores.items()}
             gap = {k: round(v[0] - box[k][0], 3) for k, v in scores.items()}
+            ends = [k for k in scores if "_MR_" not in k]     # the MR slabs are a head cut to slices
+            gap_ends = np.mean([scores[k][0] - box[k][0] for k in ends])
             print(f"RECIST {tag}: mean DSC {np.mean([v[0] for v in scores.values()]):.4f} "
-                  f"NSD {np.mean([v[1] for v in scores.values()]):.4f} ({time.perf_counter() - t0:.0f} s); "
+                  f"NSD {np.mean([v[1] for v in scores.values()]):.4f}; without the MR slabs DSC - box {gap_ends:+.4f} "
+                  f"({time.perf_counter() - t0:.0f} s); "
                   f"DSC - box per case {gap}", flush=True)
 
         base = (prompts.RECIST_SIDE, prompts.RECIST_MINOR, from_slice.DEFAULT_RULE)
@@ -121,21 +131,35 @@ def main(argv=None) -> int:
             prompts.RECIST_SIDE, prompts.RECIST_MINOR = side, minor
             recist_run(f"side {side} minor {minor} reach 0.5", reach=0.5)
         prompts.RECIST_SIDE, prompts.RECIST_MINOR, _ = base
-        for reach in (0.5, 1.0):
-            for grow in (float("inf"), 1.2, 1.0):
-                for overlap in (0.0, 0.4):
-                    from_slice.DEFAULT_RULE = from_slice.StopRule(0.5, 0.1, grow, overlap)
-                    recist_run(f"reach {reach} grow {grow} overlap {overlap}", reach=reach)
+        inf = float("inf")
+        grid = [(reach, grow, overlap, inf) for reach in (0.5, 1.0) for grow in (inf, 1.2, 1.0) for overlap in (0.0, 0.4)]
+        grid += [(0.5, grow, 0.4, inf) for grow in (1.1, 1.4)]
+        grid += [(reach, 1.2, 0.4, contrast) for reach in (0.5, 1.0, 2.0) for contrast in (1.0, 1.5, 2.0, 3.0)]
+        grid += [(reach, 1.2, 0.4, contrast, margin) for reach in (0.5, 1.0) for contrast in (0.5, 0.75, 1.0)
+                 for margin in (3.0, 1.0, 0.0)]
+        grid += [(0.5, 1.2, 0.4, 0.75, 3.0, iou, area, drift) for iou in (0.3, 0.5, 0.7) for area in (0.05, 0.1, 0.2)
+                 for drift in (False, True) if (iou, area) == (0.5, 0.1) or not drift]
+        grid += [(reach, 1.2, 0.4, contrast, 3.0, 0.5, 0.1, True) for reach in (0.75, 1.0) for contrast in (0.75, 1.0)]
+        for reach, grow, overlap, contrast, *more in grid:
+            margin, iou, area, drift = (more + [3.0, 0.5, 0.1, False][len(more):]) if more else (3.0, 0.5, 0.1, False)
+            from_slice.FOLLOW_MARGIN = margin
+            from_slice.DEFAULT_RULE = from_slice.StopRule(iou, area, grow, overlap, contrast, drift)
+            recist_run(f"reach {reach} grow {grow} overlap {overlap} contrast {contrast}"
+                       + (f" margin {margin}" if more else "") + (f" iou {iou} area {area} drift {drift}" if len(more) > 1
+                                                                   else ""), reach=reach)
         from_slice.DEFAULT_RULE = base[2]
     if args.part in ("clicks", "all"):
-        for deep in (0.3, 0.5, 0.7, 2.0):
-            click_rules.DEEP = deep
+        for deep, in_plane in ((0.5, True), (0.3, True), (0.7, True), (2.0, True), (0.5, False)):
+            click_rules.DEEP, click_rules.IN_PLANE = deep, in_plane
+            t0 = time.perf_counter()
             per = {name: interactive_rounds(setup, name, image, gt, spacing) for name, image, gt, spacing, _ in data}
-            result[f"clicks deep {deep}"] = per
+            result[f"clicks deep {deep} in-plane {in_plane}"] = per
             mean = np.mean(list(per.values()), axis=0)
             worst = min(v[-1] - v[0] for v in per.values())
-            print(f"clicks DEEP {deep}: mean DSC by round {np.round(mean, 4).tolist()}; worst last-first {worst:+.4f}",
-                  flush=True)
+            print(f"clicks DEEP {deep} in-plane {in_plane}: mean DSC by round {np.round(mean, 4).tolist()}; "
+                  f"worst last-first {worst:+.4f} ({time.perf_counter() - t0:.0f} s); last-first per case "
+                  f"{ {k: round(v[-1] - v[0], 3) for k, v in per.items()} }", flush=True)
+        click_rules.DEEP, click_rules.IN_PLANE = 0.5, True
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return 0

@@ -34,7 +34,7 @@ def _ball_volume():
     """A 40-slice 128x128 volume with a ball (label 1) over slices 10-24 and a small block (label 2)."""
     z, y, x = np.mgrid[:40, :128, :128]
     labels = np.zeros((40, 128, 128), np.uint8)
-    labels[(z - 17) ** 2 * 4 + (y - 50) ** 2 + (x - 50) ** 2 <= 30 ** 2] = 1
+    labels[(z - 17) ** 2 * 16 + (y - 50) ** 2 + (x - 50) ** 2 <= 30 ** 2] = 1
     labels[30:34, 90:110, 90:110] = 2
     image = np.where(labels > 0, 200, 20).astype(np.uint8)
     return image, labels
@@ -42,7 +42,9 @@ def _ball_volume():
 
 def _segment(case, model=None):
     model = model or BrightInBox()
-    return segment_case(case, model, PLAN)[0], model
+    seg, ledger = segment_case(case, model, PLAN)
+    model.ledger = ledger
+    return seg, model
 
 
 def test_recist_line_is_followed_both_ways_until_the_object_ends():
@@ -56,8 +58,9 @@ def test_recist_line_is_followed_both_ways_until_the_object_ends():
         assert zs[0] >= truth[0] - 1 and zs[-1] <= truth[-1] + 1
         dice = 2 * ((seg == value) & (labels == value)).sum() / ((seg == value).sum() + (labels == value).sum())
         assert dice > 0.85
-    # each slice encoded once although both objects' sweeps pass through it
-    assert len(model.encoded) == len(set(np.flatnonzero(seg.any(axis=(1, 2))))) + 2
+    # each slice encoded once, and only the slices the objects reach and one past each end
+    assert len(model.ledger.encoded) == len(set(model.ledger.encoded)) == len(model.encoded)
+    assert len(model.encoded) <= len(np.flatnonzero(seg.any(axis=(1, 2)))) + 2 * 2
 
 
 def test_interactive_round_one_from_boxes_and_a_click_only_class():
@@ -71,17 +74,27 @@ def test_interactive_round_one_from_boxes_and_a_click_only_class():
     assert ((seg == 2) & (labels == 2)).sum() > 0                # grown from the click's box
 
 
-def _round(image, labels, prev, kind, zyx, value=1):
+def _round(image, labels, prev, kind, zyx, value=1, boxes=True):
     clicks = [{"fg": [], "bg": []} for _ in range(int(labels.max()))]
     order = [[] for _ in clicks]
     clicks[value - 1][kind].append(zyx)
     order[value - 1].append(kind)
-    members = {"imgs": image, "boxes": object_array(round1_boxes(labels)), "clicks": object_array(clicks),
-               "clicks_order": object_array(order), "prev_pred": prev}
+    members = {"imgs": image, "clicks": object_array(clicks), "clicks_order": object_array(order), "prev_pred": prev}
+    if boxes:
+        members["boxes"] = object_array(round1_boxes(labels))
     return successor_case("CT_X_0001.npz", members, "interactive")
 
 
-def test_background_click_past_the_end_ends_the_object():
+def test_without_a_z_range_a_deep_background_click_ends_the_object():
+    image, labels = _ball_volume()
+    prev = labels.copy()
+    prev[25:29, 40:60, 40:60] = 1                  # overshoot: four slices past the ball's end
+    seg, model = _segment(_round(image, labels, prev, "bg", (27, 50, 50), boxes=False))
+    assert not (seg[27:] == 1).any() and np.array_equal(seg[:27], prev[:27])
+    assert model.encoded == []
+
+
+def test_background_click_past_the_box_range_cuts_the_object_to_it():
     image, labels = _ball_volume()
     prev = labels.copy()
     prev[25:29, 40:60, 40:60] = 1                  # overshoot: four slices past the ball's end

@@ -1,18 +1,18 @@
 """A click round: the previous label map edited where the newest click of each class says it is wrong.
 
-LiteMedSAM was fine-tuned with boxes only and its point prompts no longer mean anything (see
-docs/decisions/prompts.md), so a click acts through the structure of the problem.  The organisers
-click at the heart of the largest error, so a click tells which error it is:
+LiteMedSAM was fine-tuned with boxes only and its point prompts no longer mean anything
+(docs/decisions/prompts.md), so a click acts through the structure of the problem.  The organisers
+click at the heart of the largest error, and a round-1 box tells the object's z range, so:
 
-- foreground beyond the object's last (or before its first) slice: the object goes on; it is
-  followed from its end slice to the click's slice and on while the model still finds it;
-- foreground on a slice inside the object's range: that slice is decoded again with a box grown to
-  hold the click (and the neighbours' masks where the slice was empty);
-- background in a component of the class that is not its largest: that component goes;
-- background deep inside the class's mask on its slice (the whole slice is wrong): the object ends
-  there, on the side of the click away from the object's centre;
-- background near the mask's edge: that slice is decoded again with the box edge nearest the click
-  moved to it, kept only if the new mask leaves the click out.
+- a background click in a part of the class that is not its largest removes that part;
+- a click on a slice inside the object's known z range is an error in that slice's plane: the
+  slice is decoded again with a few candidate boxes (the mask's box with the edge nearest a
+  background click moved past it, the box grown to hold a foreground click, the neighbouring
+  slices' box), and the candidate the decoder rates best among those that put the click on the
+  right side replaces the class there; none does: the slice stays as it was;
+- where the z range is not known (a class started from a click): a foreground click past the
+  object's end extends it there and on while the model finds it; a background click deep inside
+  its slice's mask (the whole slice is wrong) ends the object there.
 
 Only the slices a click changes are encoded; the rest of ``prev_pred`` stays as it was.
 """
@@ -28,6 +28,7 @@ from qmedsam.segment.from_slice import Track, follow
 
 DEEP = 0.5          # a background click this deep in its slice's mask (of the deepest point) ends the object
 MARGIN = 5          # px added around a click when a box grows to hold it
+IN_PLANE = True     # clicks inside the object's range redo their slice (else only the z rules act)
 
 
 def bbox(mask2d: np.ndarray):
@@ -45,71 +46,100 @@ def _to_model(box, geo):
     return boxes_to_model(np.asarray(box)[None], geo)[0, 0]
 
 
-def _redo_slice(run, seg, label, z, box, geo, keep=None) -> bool:
-    """Decode slice ``z`` with pixel ``box`` and replace class ``label`` there by the mask, if
-    ``keep(mask)`` (default: always); returns whether it was replaced."""
-    scratch = np.zeros((1, *seg.shape[1:]), seg.dtype)
-    t = Track(label, 0, _to_model(box, geo), 0, 0, must_hi=0)
-    follow(_OneSlice(run, z), [t], scratch)
-    new = scratch[0] == label
-    if keep is not None and not keep(new):
-        return False
+def _candidates(run, z: int, boxes: list, geo) -> tuple[np.ndarray, np.ndarray]:
+    """(masks (B, H, W), predicted IoU (B,)) of pixel ``boxes`` on slice ``z``, in one decoder call."""
+    for _, emb in run.slices([z], overlap=False):
+        run.predictor.set_embedding(emb, geo)
+    return run.predictor.predict(np.asarray(boxes, np.int64).reshape(-1, 4))
+
+
+def _replace(seg, label: int, z: int, new: np.ndarray) -> None:
+    """Class ``label`` on slice ``z`` becomes ``new`` (other classes keep their pixels)."""
     plane = seg[z]
     plane[plane == label] = 0
     plane[new & (plane == 0)] = label
+
+
+def _near_box(mask, z: int):
+    """The box of the class on the nearest slice holding it on each side of ``z``, or None."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    below, above = zs[zs < z], zs[zs > z]
+    near = [int(v[i]) for v, i in ((below, -1), (above, 0)) if len(v)]
+    return bbox(mask[near].any(0)) if near else None
+
+
+def _redo(run, seg, label, z, boxes, geo, right) -> bool:
+    """Slice ``z`` redone with the best-rated candidate whose mask satisfies ``right``."""
+    boxes = [b for b in boxes if b is not None and b[2] >= b[0] and b[3] >= b[1]]
+    if not boxes:
+        return False
+    masks, ious = _candidates(run, z, boxes, geo)
+    good = [i for i in range(len(boxes)) if right(masks[i])]
+    if not good:
+        return False
+    _replace(seg, label, z, masks[max(good, key=lambda i: ious[i])])
     return True
 
 
-class _OneSlice:
-    """``run`` seen as a one-slice volume of its slice ``z`` (for :func:`follow`)."""
-
-    def __init__(self, run, z: int):
-        self._run, self._z = run, z
-        self.case = type("OneSliceCase", (), {"image": run.case.image[z:z + 1]})()
-        self.predictor, self.opts = run.predictor, run.opts
-
-    def slices(self, zs, overlap=None):
-        for _ in zs:
-            yield from self._run.slices([self._z], overlap=False)
+def _in_plane_fg(run, seg, label, zyx, geo) -> str:
+    z, y, x = zyx
+    mask = seg == label
+    shape = seg.shape[1:]
+    near = _near_box(mask, z)
+    boxes = [_grow(bbox(mask[z]), y, x, shape) if mask[z].any() else None,
+             _grow(near, y, x, shape) if near is not None else None]
+    done = _redo(run, seg, label, z, boxes, geo, lambda m: m[y, x] and m.sum() >= mask[z].sum())
+    return "slice redone" if done else "left as it was"
 
 
-def foreground(run, seg, label, zyx, geo) -> str:
+def _in_plane_bg(run, seg, label, zyx, geo) -> str:
+    z, y, x = zyx
+    mask = seg == label
+    box = bbox(mask[z])
+    boxes = [_near_box(mask, z)]
+    for side, edge in enumerate((x + 1, y + 1, x - 1, y - 1)):
+        edit = box.copy()
+        edit[side] = edge
+        boxes.append(edit)
+    done = _redo(run, seg, label, z, boxes, geo, lambda m: not m[y, x] and m.sum() <= mask[z].sum())
+    return "slice redone" if done else "left as it was"
+
+
+def foreground(run, seg, label, zyx, geo, known=None) -> str:
     z, y, x = zyx
     mask = seg == label
     zs = np.flatnonzero(mask.any(axis=(1, 2)))
     depth = seg.shape[0]
+    lo, hi = known if known is not None else (0, depth - 1)
     if len(zs) == 0 or z > zs[-1] or z < zs[0]:
         if len(zs) == 0:
-            box, start, lo, hi = click_box(zyx, seg.shape), z, 0, depth - 1
-            track = Track(label, start, _to_model(box, geo), lo, hi)
+            track = Track(label, z, _to_model(click_box(zyx, seg.shape), geo), lo, hi)
             what = "started"
         elif z > zs[-1]:
             box = _grow(bbox(mask[zs[-1]]), y, x, seg.shape[1:]) if z == zs[-1] + 1 else bbox(mask[zs[-1]])
-            track = Track(label, int(zs[-1]) + 1, _to_model(box, geo), int(zs[-1]) + 1, depth - 1, must_hi=z)
+            track = Track(label, int(zs[-1]) + 1, _to_model(box, geo), int(zs[-1]) + 1, max(hi, z), must_hi=z)
             what = "extended up"
         else:
             box = _grow(bbox(mask[zs[0]]), y, x, seg.shape[1:]) if z == zs[0] - 1 else bbox(mask[zs[0]])
-            track = Track(label, int(zs[0]) - 1, _to_model(box, geo), 0, int(zs[0]) - 1, must_lo=z)
+            track = Track(label, int(zs[0]) - 1, _to_model(box, geo), min(lo, z), int(zs[0]) - 1, must_lo=z)
             what = "extended down"
         scratch = np.zeros_like(seg)
         follow(run, [track], scratch)
         free = (scratch == label) & (seg == 0)
         seg[free] = label
         return what
-    if mask[z].any():
-        box = _grow(bbox(mask[z]), y, x, seg.shape[1:])
-    else:                                  # a gap slice: its nearest neighbours' masks
-        near = zs[np.argsort(np.abs(zs - z))[:2]]
-        box = _grow(bbox(mask[near].any(0)), y, x, seg.shape[1:])
-    _redo_slice(run, seg, label, z, box, geo)
-    return "slice redone"
+    return _in_plane_fg(run, seg, label, zyx, geo) if IN_PLANE else "left as it was"
 
 
-def background(run, seg, label, zyx, geo) -> str:
+def background(run, seg, label, zyx, geo, known=None) -> str:
     z, y, x = zyx
     mask = seg == label
     if not mask[z, y, x]:
         return "nothing to remove"
+    if known is not None and not known[0] <= z <= known[1]:      # past the round-1 box's z range
+        cut = slice(known[1] + 1, None) if z > known[1] else slice(0, known[0])
+        seg[cut][mask[cut]] = 0
+        return "cut to the box's z range"
     parts, n = label_3d(mask)
     hit = parts[z, y, x]
     if n > 1:
@@ -118,24 +148,16 @@ def background(run, seg, label, zyx, geo) -> str:
         if hit != int(np.argmax(sizes)):
             seg[parts == hit] = 0
             return "stray part removed"
-    plane = mask[z].astype(np.uint8)
-    dist = cv2.distanceTransform(plane, cv2.DIST_L2, 3)
-    if dist[y, x] >= DEEP * dist.max():
-        part = parts == hit
-        areas = part.sum(axis=(1, 2)).astype(np.float64)
-        centre = float((areas * np.arange(len(areas))).sum() / areas.sum())
-        cut = slice(z, None) if z >= centre else slice(0, z + 1)
-        seg[cut][part[cut]] = 0
-        return "object ended"
-    box = bbox(mask[z])
-    sides = np.array([x - box[0], y - box[1], box[2] - x, box[3] - y])
-    side = int(np.argmin(sides))
-    edit = box.copy()
-    edit[side] = [x + 1, y + 1, x - 1, y - 1][side]
-    if edit[2] < edit[0] or edit[3] < edit[1]:
-        return "left as it was"
-    kept = _redo_slice(run, seg, label, z, edit, geo, keep=lambda new: not new[y, x])
-    return "slice redone" if kept else "left as it was"
+    if known is None:
+        dist = cv2.distanceTransform(mask[z].astype(np.uint8), cv2.DIST_L2, 3)
+        if dist[y, x] >= DEEP * dist.max():
+            part = parts == hit
+            areas = part.sum(axis=(1, 2)).astype(np.float64)
+            centre = float((areas * np.arange(len(areas))).sum() / areas.sum())
+            cut = slice(z, None) if z >= centre else slice(0, z + 1)
+            seg[cut][part[cut]] = 0
+            return "object ended"
+    return _in_plane_bg(run, seg, label, zyx, geo) if IN_PLANE else "left as it was"
 
 
 def click_round(run, seg: np.ndarray, round_) -> list[str]:
@@ -149,5 +171,7 @@ def click_round(run, seg: np.ndarray, round_) -> list[str]:
             continue
         kind, zyx = newest
         act = foreground if kind == "fg" else background
-        done.append(f"class {k + 1} {kind}: {act(run, seg, k + 1, zyx, geo)}")
+        b = round_.boxes[k] if k < len(round_.boxes) else None
+        known = (b.lo, b.hi) if b is not None and b.known else None
+        done.append(f"class {k + 1} {kind}: {act(run, seg, k + 1, zyx, geo, known)}")
     return done

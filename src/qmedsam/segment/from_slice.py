@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-from qmedsam.image.masks import confidence_map, paste_mask
-from qmedsam.image.preprocess import Geometry
-from qmedsam.segment.propagate3d import prompt_from_logits
+from qmedsam.image.masks import confidence_map, paste_mask, positive_bounds
+from qmedsam.image.preprocess import MODEL_SIZE, Geometry
 from qmedsam.segment.store import EmbeddingStore
 
 
@@ -26,15 +26,32 @@ class StopRule:
     ``iou``, whose area is below ``area`` of the start slice's or above ``grow`` times the previous
     slice's (away from a lesion's largest slice it shrinks; a mask that grows has found a
     neighbour), or which overlaps the previous slice's mask by less than ``overlap`` (IoU of the two
-    footprints: the prompt has jumped to another structure)."""
+    footprints: the prompt has jumped to another structure), or whose mean intensity is more than
+    ``contrast`` standard deviations of the start slice's mask away from that mask's mean (the
+    mask has left the object's tissue)."""
 
     iou: float = 0.5
     area: float = 0.1
-    grow: float = float("inf")
-    overlap: float = 0.0
+    grow: float = 1.2
+    overlap: float = 0.4
+    contrast: float = 0.75
+    drift: bool = False       # compare the intensity with the previous slice's mask instead of the start's
 
 
 DEFAULT_RULE = StopRule()
+# px in 256-space around the previous slice's mask for the next slice's box: the baseline's
+# propagation widens by 3, which is most of a small lesion's size (chosen with make tune-prompts)
+FOLLOW_MARGIN = 3.0
+
+
+def next_prompt(crop: np.ndarray) -> np.ndarray | None:
+    """The next slice's box: the mask's bounds widened by :data:`FOLLOW_MARGIN`; None if empty."""
+    bounds = positive_bounds(crop)
+    if bounds is None:
+        return None
+    r0, r1, c0, c1 = bounds
+    m = FOLLOW_MARGIN
+    return np.clip(np.asarray([c0 - m, r0 - m, c1 + m, r1 + m], np.float32), 0, MODEL_SIZE)
 
 
 @dataclass
@@ -48,6 +65,7 @@ class Track:
     must_hi: int | None = None  # mask on the way keeps the previous prompt
     start_area: int = 0
     last: dict = field(default_factory=dict)      # +1 / -1: the previous slice's mask going up / down
+    tissue: tuple = (0.0, 1.0)                    # mean and std of the start slice's masked pixels
     down_prompt: np.ndarray | None = None
     alive_up: bool = True
     alive_down: bool = True
@@ -57,12 +75,17 @@ class Track:
         return (self.must_hi is not None and z <= self.must_hi) or (self.must_lo is not None and z >= self.must_lo)
 
 
-def _stops(track: Track, z: int, crop: np.ndarray, iou: float, rule: StopRule) -> bool:
+def _stops(track: Track, z: int, crop: np.ndarray, iou: float, rule: StopRule, pixels) -> bool:
+    """Whether ``track`` ends on slice ``z`` with mask logits ``crop`` (the valid window) and IoU
+    ``iou``; ``pixels()``: the slice in the same window and frame."""
     mask = crop > 0
     area = int(mask.sum())
     way = 1 if z >= track.z else -1
     if z == track.z:
         track.start_area, track.last = area, {1: mask, -1: mask}
+        if area and rule.contrast != float("inf"):
+            values = pixels()[mask]
+            track.tissue = (float(values.mean()), max(float(values.std()), 1.0))
         return area == 0 and not track.must_go(z)
     last = track.last.get(way)
     if track.must_go(z):
@@ -77,6 +100,12 @@ def _stops(track: Track, z: int, crop: np.ndarray, iou: float, rule: StopRule) -
             return True
         if rule.overlap and (mask & last).sum() < rule.overlap * (mask | last).sum():
             return True
+    if rule.contrast != float("inf"):
+        values = pixels()[mask]
+        if abs(values.mean() - track.tissue[0]) > rule.contrast * track.tissue[1]:
+            return True
+        if rule.drift:
+            track.tissue = (float(values.mean()), max(float(values.std()), 1.0))
     track.last[way] = mask
     return False
 
@@ -111,11 +140,19 @@ def follow(run, tracks: list[Track], seg: np.ndarray, rule: StopRule | None = No
 
     def decode(z, active, prompts_now, emb):
         predictor.set_embedding(emb, geo)
+        seen = []
+
+        def pixels():                     # the slice in the model's frame, as the encoder saw it
+            if not seen:
+                h, w = geo.resized
+                seen.append(cv2.resize(run.case.image[z], (w, h), interpolation=cv2.INTER_AREA).astype(np.float32))
+            return seen[0]
+
         for s in range(0, len(active), predictor.max_boxes):
             logits, iou = predictor.decode(np.stack(prompts_now[s:s + predictor.max_boxes])[:, None, :])
             for k, t in enumerate(active[s:s + predictor.max_boxes]):
                 crop = predictor.crop(logits[k, 0])
-                if _stops(t, z, crop, float(iou[k]), rule):
+                if _stops(t, z, crop, float(iou[k]), rule, pixels):
                     yield t, None
                     continue
                 if z not in best:
@@ -124,7 +161,7 @@ def follow(run, tracks: list[Track], seg: np.ndarray, rule: StopRule | None = No
                 t.reached.append(z)
                 if written is not None:
                     written[z] = True
-                nxt = prompt_from_logits(crop)
+                nxt = next_prompt(crop)
                 yield t, nxt if nxt is not None else prompts_now[k + s]
 
     try:
