@@ -149,17 +149,23 @@ def main(argv=None) -> int:
                                                                    else ""), reach=reach)
         from_slice.DEFAULT_RULE = base[2]
     if args.part in ("clicks", "all"):
-        for deep, in_plane in ((0.5, True), (0.3, True), (0.7, True), (2.0, True), (0.5, False)):
-            click_rules.DEEP, click_rules.IN_PLANE = deep, in_plane
+        for deep, in_plane, redo, ball in ((0.5, True, True, 1.0), (0.5, True, False, 1.0), (0.5, True, False, 0.5),
+                                           (0.5, True, True, 0.5), (0.5, False, False, 1.0), (0.5, True, True, 1.5),
+                                           (0.5, True, True, 2.0)):
+            tag = f"in-plane {in_plane} redo {redo} ball {ball}"
+            if args.match and args.match not in tag:
+                continue
+            click_rules.DEEP, click_rules.IN_PLANE, click_rules.REDO, click_rules.BALL = deep, in_plane, redo, ball
             t0 = time.perf_counter()
             per = {name: interactive_rounds(setup, name, image, gt, spacing) for name, image, gt, spacing, _ in data}
-            result[f"clicks deep {deep} in-plane {in_plane}"] = per
+            tag = f"in-plane {in_plane} redo {redo} ball {ball}"
+            result[f"clicks {tag}"] = per
             mean = np.mean(list(per.values()), axis=0)
             worst = min(v[-1] - v[0] for v in per.values())
-            print(f"clicks DEEP {deep} in-plane {in_plane}: mean DSC by round {np.round(mean, 4).tolist()}; "
+            print(f"clicks {tag}: mean DSC by round {np.round(mean, 4).tolist()}; "
                   f"worst last-first {worst:+.4f} ({time.perf_counter() - t0:.0f} s); last-first per case "
                   f"{ {k: round(v[-1] - v[0], 3) for k, v in per.items()} }", flush=True)
-        click_rules.DEEP, click_rules.IN_PLANE = 0.5, True
+        click_rules.DEEP, click_rules.IN_PLANE, click_rules.REDO, click_rules.BALL = 0.5, True, True, 1.0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return 0

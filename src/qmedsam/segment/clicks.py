@@ -29,6 +29,9 @@ from qmedsam.segment.from_slice import Track, follow
 DEEP = 0.5          # a background click this deep in its slice's mask (of the deepest point) ends the object
 MARGIN = 5          # px added around a click when a box grows to hold it
 IN_PLANE = True     # clicks inside the object's range redo their slice (else only the z rules act)
+REDO = True         # try the decoder's candidates before the ball edit
+BALL = 1.0          # the ball edited around a click: this share of the click's distance to the mask's edge
+KEEP = (0.7, 1.5)   # a redone slice's mask may shrink (background) / grow (foreground) at most to these shares
 
 
 def bbox(mask2d: np.ndarray):
@@ -81,28 +84,59 @@ def _redo(run, seg, label, z, boxes, geo, right) -> bool:
     return True
 
 
+def _ball(seg, label: int, zyx, inside: bool, spacing) -> None:
+    """Give (foreground) or take (background) class ``label`` a ball around the click: the
+    organisers click where the error is deepest, so the error holds a ball as deep as the click;
+    its radius is taken as :data:`BALL` of the click's in-plane distance to the mask's edge."""
+    z, y, x = zyx
+    plane = (seg[z] == label) if inside else (seg[z] != label)
+    radius = BALL * float(cv2.distanceTransform(plane.astype(np.uint8), cv2.DIST_L2, 3)[y, x])
+    if radius < 1:
+        radius = 1.0
+    ratio = 1.0 if spacing is None else float(spacing[0] / np.sqrt(spacing[1] * spacing[2]))
+    reach = int(radius / ratio)
+    for zz in range(max(z - reach, 0), min(z + reach, seg.shape[0] - 1) + 1):
+        r2 = radius ** 2 - ((zz - z) * ratio) ** 2
+        if r2 <= 0:
+            continue
+        yy, xx = np.ogrid[:seg.shape[1], :seg.shape[2]]
+        disk = (yy - y) ** 2 + (xx - x) ** 2 <= r2
+        sl = seg[zz]
+        if inside:
+            sl[disk & (sl == label)] = 0
+        else:
+            sl[disk & (sl == 0)] = label
+
+
 def _in_plane_fg(run, seg, label, zyx, geo) -> str:
     z, y, x = zyx
     mask = seg == label
     shape = seg.shape[1:]
     near = _near_box(mask, z)
+    area = mask[z].sum()
     boxes = [_grow(bbox(mask[z]), y, x, shape) if mask[z].any() else None,
              _grow(near, y, x, shape) if near is not None else None]
-    done = _redo(run, seg, label, z, boxes, geo, lambda m: m[y, x] and m.sum() >= mask[z].sum())
-    return "slice redone" if done else "left as it was"
+    if REDO and _redo(run, seg, label, z, boxes, geo,
+                      lambda m: m[y, x] and area <= m.sum() <= KEEP[1] * max(area, 1) or m[y, x] and not area):
+        return "slice redone"
+    _ball(seg, label, zyx, False, run.case.spacing)
+    return "ball added"
 
 
 def _in_plane_bg(run, seg, label, zyx, geo) -> str:
     z, y, x = zyx
     mask = seg == label
     box = bbox(mask[z])
+    area = mask[z].sum()
     boxes = [_near_box(mask, z)]
     for side, edge in enumerate((x + 1, y + 1, x - 1, y - 1)):
         edit = box.copy()
         edit[side] = edge
         boxes.append(edit)
-    done = _redo(run, seg, label, z, boxes, geo, lambda m: not m[y, x] and m.sum() <= mask[z].sum())
-    return "slice redone" if done else "left as it was"
+    if REDO and _redo(run, seg, label, z, boxes, geo, lambda m: not m[y, x] and KEEP[0] * area <= m.sum() <= area):
+        return "slice redone"
+    _ball(seg, label, zyx, True, run.case.spacing)
+    return "ball removed"
 
 
 def foreground(run, seg, label, zyx, geo, known=None) -> str:
