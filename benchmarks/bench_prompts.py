@@ -81,6 +81,9 @@ def interactive(stem, modality, image, gt, spacing, work, env, say) -> list[dict
     clicks = [{"fg": [], "bg": []} for _ in range(classes)]
     order = [[] for _ in range(classes)]
     case = work / "cases" / f"{modality}_Inter_{stem.split('_', 2)[-1]}.npz"
+    # round 1 meets an empty embeddings cache, as a new case does (the case mix cuts several volumes
+    # from one CT, whose slices a kept cache would otherwise already hold)
+    shutil.rmtree(work / "outputs" / ".qmedsam-cache" / "embeddings", ignore_errors=True)
     rounds, pred = [], None
     for r in range(ROUNDS):
         members = {"imgs": image, "spacing": np.asarray(spacing), "boxes": object_array(boxes)}
@@ -190,12 +193,19 @@ def draw(results: dict, settings_run, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def cpu_tag() -> str:
+    """'epyc', 'xeon', ... from the CPU's name: figures from different CPUs keep their own files."""
+    words = describe().split(",")[0].split()
+    return next((w.lower() for w in words if w.lower() in ("epyc", "xeon", "core", "ryzen")), "cpu")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=Path, default=ROOT / "out" / "case-mix")
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-prompts")
-    ap.add_argument("--report", type=Path, default=ROOT / "docs" / "bench-prompts.json")
-    ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "bench-prompts.png")
+    tag = cpu_tag()
+    ap.add_argument("--report", type=Path, default=ROOT / "docs" / f"bench-prompts-{tag}.json")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs" / f"bench-prompts-{tag}.png")
     ap.add_argument("--only", nargs="*", help="volumes whose name holds one of these")
     ap.add_argument("--fresh", action="store_true", help="forget earlier results in --out")
     args = ap.parse_args(argv)

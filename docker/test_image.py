@@ -106,6 +106,51 @@ def organiser_run(engine: Engine, image: str, inputs: Path, outputs: Path, memor
     return time.perf_counter() - t, proc.returncode
 
 
+def successor_rounds(engine: Engine, image: str, work: Path, check) -> None:
+    """The successors' cases as their organisers run them: a RECIST case, then an interactive case's
+    box round and a click round, each alone in a fresh container under -m 8G with the outputs folder
+    kept (the click round takes its slices from the box round's embeddings cache); every map the
+    checkout's, run the same way."""
+    from benchmarks.prompt_cases import next_click, object_array, recist_from_labels, round1_boxes
+
+    with np.load(ROOT / "samples" / "inputs" / "3DBox_CT_0001.npz") as ct:
+        image_zyx, spacing = ct["imgs"][8:16], ct["spacing"]
+    labels = np.load(ROOT / "samples" / "gts" / "3DBox_CT_0001.npz")["gts"][8:16]
+    boxes = object_array(round1_boxes(labels))
+    inputs, outputs, local = work / "succ-in", work / "succ-out", work / "succ-local"
+    for folder in (inputs, outputs):
+        folder.mkdir()
+        folder.chmod(0o777)
+
+    def one(name, **arrays):
+        for old in inputs.glob("*.npz"):
+            old.unlink()
+        np.savez(inputs / name, **arrays)
+        secs, code = organiser_run(engine, image, inputs, outputs, "8G")
+        subprocess.run([sys.executable, "-m", "qmedsam.predict", "-i", str(inputs), "-o", str(local), "-q"],
+                       check=True, env=dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}"))
+        got = np.load(outputs / name)["segs"] if code == 0 else None
+        same = got is not None and np.array_equal(got, np.load(local / name)["segs"]) and got.dtype == np.uint8
+        return got, same, secs
+
+    _, same, secs = one("CT_Lesion_0001.npz", imgs=image_zyx, spacing=spacing, recist=recist_from_labels(labels))
+    check("a RECIST case (no 3D prefix) in the image: the checkout's map", same, f"{secs:.2f} s")
+    first, same, secs = one("CT_Inter_0001.npz", imgs=image_zyx, spacing=spacing, boxes=boxes)
+    check("an interactive box round in the image: the checkout's map", same, f"{secs:.2f} s")
+    clicks = [{"fg": [], "bg": []} for _ in range(int(labels.max()))]
+    order = [[] for _ in clicks]
+    for k in range(len(clicks)):
+        c = next_click(labels, first, k + 1) if first is not None else None
+        if c:
+            clicks[k][c[0]].append(list(c[1]))
+            order[k].append(c[0])
+    _, same, secs = one("CT_Inter_0001.npz", imgs=image_zyx, spacing=spacing, boxes=boxes, clicks=object_array(clicks),
+                        clicks_order=object_array(order), prev_pred=first)
+    cached = len(list((outputs / ".qmedsam-cache" / "embeddings").glob("*.npy")))
+    check("its click round in a fresh container: the checkout's map, the slices from the kept cache",
+          same and cached == len(image_zyx), f"{secs:.2f} s, {cached} cached slices")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default="qmedsam:latest")
@@ -187,6 +232,7 @@ def main(argv=None) -> int:
         secs, code = organiser_run(engine, args.image, inputs, outputs, "1G")
         ok = code == 0 and np.load(outputs / big.name)["segs"].shape == (1920, 2560)
         check(f"{big.name} under -m 1G", ok, f"{secs:.2f} s")
+        successor_rounds(engine, args.image, work, check)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         engine.stop()
